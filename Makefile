@@ -1,0 +1,60 @@
+# mega-lra: every target installs into .venv first if needed (torch pinned to the local CPU build).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TORCH  ?= torch==2.13.0
+ARGS   ?=
+TASK   ?= listops_small
+PYTEST_WORKERS ?= 2
+
+.PHONY: help install train test test-fast bench table data lint format hf-fixtures clean
+
+help:
+	@echo "make train   [ARGS='key=value ...']   train (Hydra overrides in ARGS)"
+	@echo "make test                            the CPU test suite (what CI runs)"
+	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/"
+	@echo "make data    TASK=name               prepare a task's dataset"
+	@echo "make lint | make format              ruff"
+	@echo "make hf-fixtures                     rebuild the transformers-4.41 parity fixtures"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m mega_lra.train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m mega_lra.bench $(ARGS)
+
+table: $(STAMP)
+	$(BIN)/python -m mega_lra.table $(ARGS)
+
+data: $(STAMP)
+	$(BIN)/python -m tasks.prepare task=$(TASK) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+hf-fixtures: $(STAMP)
+	$(BIN)/python tools/make_hf_fixtures.py $(ARGS)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,121 @@
+"""Sequence normalisation layers used by Mega (original `sequence_norm.py`; paper §3.3, App. A).
+
+`SequenceNorm(kind, dim)` wraps one of:
+- `layernorm`: mean/variance over features, affine weight and bias;
+- `scalenorm`: y = g * x / sqrt(mean(x^2) + eps) with one learned scalar g (attribute `scalar`);
+- `rmsnorm`: the same with a per-feature weight (a real RMSNorm; HF's `MegaRMSNorm` forgets to
+  normalise and returns x * weight, reproducible here with `hf_compat=True` for HF checkpoints);
+- `batchnorm` / `syncbatchnorm`: statistics over batch and time of a (B, L, D) input. The original
+  counts padded positions in the statistics; `exclude_padding=True` leaves them out.
+All use eps = 1e-5. The wrapped module is the attribute `norm`, so parameters are named
+`norm.norm.<param>` inside a Mega layer, as in HF's state dicts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ScaleNorm(nn.Module):
+    """x * scalar / sqrt(mean(x^2, last dim) + eps); one learned scalar (init 1)."""
+
+    def __init__(self, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scalar = nn.Parameter(torch.ones(1)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return y * self.scalar if self.scalar is not None else y
+
+
+class RMSNorm(nn.Module):
+    """x * weight / sqrt(mean(x^2, last dim) + eps); per-feature weight (init 1).
+
+    `hf_compat=True` reproduces HF's MegaRMSNorm, whose output is `x * weight` (the normalising
+    factor is computed and discarded): only for reproducing outputs of HF rmsnorm checkpoints.
+    """
+
+    def __init__(
+        self, dim: int, eps: float = 1e-5, affine: bool = True, hf_compat: bool = False
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.hf_compat = hf_compat
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.hf_compat else x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return y * self.weight if self.weight is not None else y
+
+
+class MaskedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over (batch, time) of a (B, L, D) input; padded positions optionally excluded.
+
+    Holds the same parameters and buffers as `nn.BatchNorm1d(D)` (weight, bias, running_mean,
+    running_var, num_batches_tracked), so checkpoints are interchangeable.
+    """
+
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None or not self.training:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, L, D) <-> (B, D, L)
+        keep = mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
+        count = keep.sum().clamp(min=1.0)
+        mean = (x * keep).sum(dim=(0, 1)) / count  # (D,)
+        var = ((x - mean).pow(2) * keep).sum(dim=(0, 1)) / count  # biased, used to normalise
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
+                unbiased = var * count / (count - 1).clamp(min=1.0)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y
+
+
+class SequenceNorm(nn.Module):
+    """Normalise a (B, L, D) sequence with the chosen kind; the module itself is `self.norm`."""
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        exclude_padding: bool = False,
+        rmsnorm_hf_compat: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.exclude_padding = exclude_padding
+        if kind == "layernorm":
+            self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+        elif kind == "scalenorm":
+            self.norm = ScaleNorm(eps=eps, affine=affine)
+        elif kind == "rmsnorm":
+            self.norm = RMSNorm(dim, eps=eps, affine=affine, hf_compat=rmsnorm_hf_compat)
+        elif kind == "batchnorm":
+            self.norm = MaskedBatchNorm(dim, eps=eps, affine=affine)
+        elif kind == "syncbatchnorm":
+            self.norm = nn.SyncBatchNorm(dim, eps=eps, affine=affine)
+        else:
+            raise ValueError(
+                f"normalization type {kind!r}: expected layernorm, scalenorm, rmsnorm, "
+                "batchnorm or syncbatchnorm"
+            )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, D); mask: (B, L) with 1 = real token (only batchnorm looks at it)."""
+        if self.kind == "batchnorm":
+            return self.norm.forward_masked(x, mask if self.exclude_padding else None)
+        if self.kind == "syncbatchnorm":
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.norm(x)

@@ -246,6 +246,9 @@ class MegaConfig:
         model_type = data.get("model_type", "mega")
         if model_type != "mega":
             raise ConfigError(f"config model_type={model_type!r}: expected 'mega'")
+        if "num_labels" in overrides and "id2label" not in overrides:
+            data.pop("id2label", None)  # as HF: a new label count replaces the old label names
+            data.pop("label2id", None)
         data.update(overrides)
         return cls(**data)
 

@@ -92,6 +92,10 @@ _EXTRA_DEFAULTS: dict[str, Any] = {
     "final_norm": False,
     # Epsilon of every norm (1e-5 in the original and in HF).
     "norm_eps": 1e-5,
+    # Attention spans (the whole sequence, or a chunk) longer than this run in query blocks of
+    # this size, each recomputed in the backward (activation checkpointing): memory O(L * block)
+    # instead of O(L^2) per layer, same values. null: never block.
+    "attention_block_size": 2048,
 }
 
 _FIELDS = {**_HF_DEFAULTS, **_EXTRA_DEFAULTS}
@@ -191,6 +195,13 @@ class MegaConfig:
         ):
             raise ConfigError(
                 f"MegaConfig.truncation={self.truncation!r}: expected null or a positive integer"
+            )
+        if self.attention_block_size is not None and (
+            not isinstance(self.attention_block_size, int) or self.attention_block_size <= 0
+        ):
+            raise ConfigError(
+                f"MegaConfig.attention_block_size={self.attention_block_size!r}: expected null "
+                "or a positive integer"
             )
         if self.relative_positional_bias == "rotary" and self.shared_representation_size % 2:
             raise ConfigError(

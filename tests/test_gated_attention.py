@@ -205,3 +205,67 @@ def test_simple_bias_beyond_max_positions_raises_clear_error():
     layer = make_layer(max_positions=8, chunk_size=-1)
     with pytest.raises(ValueError, match="exceeds what the simple relative positional bias"):
         layer(torch.randn(1, 9, 16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("chunk", [-1, 12])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bias", ["simple", "rotary"])
+def test_blocked_attention_equals_unblocked_float32(act, chunk, causal, bias):
+    """Query blocks (attention_block_size; softmax through the fused blocked kernel, laplace and
+    relu2 recomputed per block) give the values and gradients of one (C, C) attention per chunk
+    on the reference path, with padding on both sides."""
+    common = dict(
+        attention_activation=act,
+        use_chunking=chunk > 0,
+        chunk_size=chunk,
+        is_decoder=causal,
+        bidirectional=not causal,
+        relative_positional_bias=bias,
+        truncation=7,
+    )
+    ref = make_layer(dtype=torch.float32, attention_block_size=None, **common)
+    ref.fused_attention = False  # the reference path: one SDPA / matmul over each chunk
+    blocked = make_layer(dtype=torch.float32, attention_block_size=5, **common)
+    x = torch.randn(3, 29, 16)
+    mask = torch.ones(3, 29)
+    mask[1, 20:] = 0  # right padding
+    mask[2, :6] = 0  # left padding
+    if chunk > 0:
+        mask[1, 12:] = 0  # a whole chunk of padding
+    outs, grads = [], []
+    for layer in (ref, blocked):
+        xi = x.clone().requires_grad_()
+        out, _ = layer(xi, mask)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([xi.grad, *(p.grad for p in layer.parameters())])
+    scale = outs[0].abs().max()
+    assert (outs[1] - outs[0]).abs().max() / scale < 1e-4
+    for g_ref, g_blocked in zip(grads[0], grads[1]):
+        assert (g_blocked - g_ref).abs().max() / g_ref.abs().max().clamp(min=1e-12) < 1e-4
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_attention_matches_naive_reference_float64(act, causal):
+    layer = make_layer(
+        attention_activation=act,
+        is_decoder=causal,
+        bidirectional=not causal,
+        attention_block_size=4,
+        truncation=6,
+    )
+    x = torch.randn(1, 13, 16, dtype=torch.float64)
+    out, _ = layer(x)
+    torch.testing.assert_close(out[0], naive_attention_layer(layer, x[0]), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("chunk", [-1, 4])
+def test_fused_softmax_matches_naive_reference_float64(fused, chunk):
+    layer = make_layer(use_chunking=chunk > 0, chunk_size=chunk, attention_block_size=3)
+    layer.fused_attention = fused
+    x = torch.randn(1, 13, 16, dtype=torch.float64)
+    out, _ = layer(x)
+    torch.testing.assert_close(out[0], naive_attention_layer(layer, x[0]), rtol=1e-10, atol=1e-10)

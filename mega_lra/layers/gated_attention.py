@@ -35,9 +35,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mega_lra.configuration import MegaConfig
 from mega_lra.layers.activations import ELEMENT_ATTENTION, get_activation
+from mega_lra.layers.blocked_attention import blocked_softmax_attention
 from mega_lra.layers.dropout import SequenceDropout
 from mega_lra.layers.ema import EMAState, MultiDimensionDampedEMA
 from mega_lra.layers.norms import SequenceNorm
@@ -96,6 +98,10 @@ class MovingAverageGatedAttention(nn.Module):
         self.chunk_size = config.effective_chunk_size
         self.attention_activation = config.attention_activation
         self.attention_dropout = config.attention_probs_dropout_prob
+        self.attention_block_size = config.attention_block_size
+        # softmax without attention dropout runs through `blocked_softmax_attention`; False
+        # selects the reference path (`_attend_block`: SDPA, or checkpointed query blocks)
+        self.fused_attention = True
         self.activation = get_activation(config.activation)
         self.init_std = config.initializer_range
 
@@ -218,16 +224,98 @@ class MovingAverageGatedAttention(nn.Module):
         q = q.view(batch, n_chunks, chunk, -1)
         k = k.view(batch, n_chunks, chunk, -1)
         v = v.view(batch, n_chunks, chunk, -1)
+        key_real = None if valid is None else valid.view(batch, n_chunks, 1, chunk)
         self.rel_pos_bias.check_length(chunk)
         pos = torch.arange(chunk, device=q.device)
-        bias = self.rel_pos_bias(pos, pos).to(q.dtype)  # (C, C)
+        block = self.attention_block_size
+        dropout = self.attention_dropout if self.training else 0.0
+        if (
+            self.fused_attention
+            and self.attention_activation == "softmax"
+            and not dropout
+            and q.dtype in (torch.float32, torch.float64)
+        ):
+            o = self._attend_fused(q, k, v, key_real, block or chunk)
+        elif block is None or chunk <= block:
+            o = self._attend_block(q, k, v, pos, pos, key_real)
+        else:
+            # query blocks against the (visible) keys; the backward recomputes each block, so
+            # no (C, C) matrix is kept: memory O(C * block) per layer
+            outs = []
+            for start in range(0, chunk, block):
+                end = min(start + block, chunk)
+                keys = end if self.causal else chunk  # a causal block sees no later keys
+                args = (
+                    q[:, :, start:end],
+                    k[:, :, :keys],
+                    v[:, :, :keys],
+                    pos[start:end],
+                    pos[:keys],
+                    None if key_real is None else key_real[..., :keys],
+                )
+                if torch.is_grad_enabled():
+                    outs.append(checkpoint(self._attend_block, *args, use_reentrant=False))
+                else:
+                    outs.append(self._attend_block(*args))
+            o = torch.cat(outs, dim=2)
 
+        o = o.reshape(batch, padded, -1)[:, :length]
+        if shift is not None:
+            o = _rotate_rows(o, -shift)
+        return o
+
+    def _attend_fused(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_real: torch.Tensor | None,
+        block: int,
+    ) -> torch.Tensor:
+        """Softmax attention through `blocked_softmax_attention` (same values as
+        `_attend_block`; keeps no (C, C) matrix for the backward). q, k (B, n, C, Z)."""
+        batch, n_chunks, chunk, _ = q.shape
+        q = q * self.zdim**-0.5
+        table, center = None, 0
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
+        else:  # rotary bias a_i . b_j: two more feature columns of the product
+            pos = torch.arange(chunk, device=q.device)
+            a, b = self.rel_pos_bias.factors(pos, pos)  # (C, Z) each
+            q = torch.cat([q, a.to(q.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
+            k = torch.cat([k, b.to(k.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
+        groups = batch * n_chunks
+        o = blocked_softmax_attention(
+            q.reshape(groups, chunk, -1),
+            k.reshape(groups, chunk, -1),
+            v.reshape(groups, chunk, -1),
+            table,
+            center,
+            None if key_real is None else key_real.reshape(groups, 1, chunk),
+            self.causal,
+            block,
+        )
+        return o.view(batch, n_chunks, chunk, -1)
+
+    def _attend_block(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        query_pos: torch.Tensor,
+        key_pos: torch.Tensor,
+        key_real: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """q (B, n, Cq, Z), k (B, n, Ck, Z), v (B, n, Ck, H) at positions query_pos (Cq,) and
+        key_pos (Ck,) of their chunks; key_real (B, n, 1, Ck) bool or None -> O (B, n, Cq, H).
+        Every key a query may see is in k (blocks only ever drop keys a causal query cannot see).
+        """
+        bias = self.rel_pos_bias(query_pos, key_pos).to(q.dtype)  # (Cq, Ck)
         causal = None
         if self.causal:
-            causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-        visible = causal  # (B|1, n|1, C|1, C) bool: key j is visible and real for query i
-        if valid is not None:
-            key_real = valid.view(batch, n_chunks, 1, chunk)
+            causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)  # (Cq, Ck)
+        visible = causal  # (B|1, n|1, Cq|1, Ck) bool: key j is visible and real for query i
+        if key_real is not None:
             visible = key_real if causal is None else key_real & causal
             if self.attention_activation == "softmax":
                 # rows with no visible real key attend without the padding mask (no NaN)
@@ -237,26 +325,20 @@ class MovingAverageGatedAttention(nn.Module):
         dropout = self.attention_dropout if self.training else 0.0
         if self.attention_activation == "softmax":
             mask = bias if visible is None else bias.masked_fill(~visible, float("-inf"))
-            o = F.scaled_dot_product_attention(
+            return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.zdim**-0.5
             )
+        if visible is None:
+            n_keys = torch.tensor(float(k.size(-2)), dtype=q.dtype, device=q.device)
         else:
-            if visible is None:
-                n_keys = torch.tensor(float(chunk), dtype=q.dtype, device=q.device)
-            else:
-                n_keys = visible.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)
-            scores = torch.matmul(q, k.transpose(-1, -2)) / n_keys + bias
-            weights = ELEMENT_ATTENTION[self.attention_activation](scores)
-            if visible is not None:
-                weights = weights * visible.to(weights.dtype)
-            if dropout:
-                weights = F.dropout(weights, dropout, training=True)
-            o = torch.matmul(weights, v)
-
-        o = o.reshape(batch, padded, -1)[:, :length]
-        if shift is not None:
-            o = _rotate_rows(o, -shift)
-        return o
+            n_keys = visible.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / n_keys + bias
+        weights = ELEMENT_ATTENTION[self.attention_activation](scores)
+        if visible is not None:
+            weights = weights * visible.to(weights.dtype)
+        if dropout:
+            weights = F.dropout(weights, dropout, training=True)
+        return torch.matmul(weights, v)
 
     # ------------------------------------------------------------- decoding path
     def _state_after(

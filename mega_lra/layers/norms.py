@@ -26,8 +26,9 @@ class ScaleNorm(nn.Module):
         self.scalar = nn.Parameter(torch.ones(1)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return y * self.scalar if self.scalar is not None else y
+        factor = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
+        # scale the (..., 1) factor, not x: the backward then keeps no normalised copy of x
+        return x * (factor * self.scalar if self.scalar is not None else factor)
 
 
 class RMSNorm(nn.Module):

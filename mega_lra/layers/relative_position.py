@@ -96,10 +96,15 @@ class RotaryRelativePositionalBias(nn.Module):
         v1, v2 = vec[0, :half], vec[0, half:]
         return torch.cat([v1 * cos - v2 * sin, v2 * cos + v1 * sin], dim=-1)
 
+    def factors(
+        self, query_pos: torch.Tensor, key_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rot(a, query_pos) (..., Lq, Z), rot(b, key_pos) (..., Lk, Z)): bias = a @ b^T."""
+        return self._rotate(self.alpha, query_pos), self._rotate(self.b_param, key_pos)
+
     def forward(self, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
         """query_pos (..., Lq) and key_pos (..., Lk) integer tensors -> bias (..., Lq, Lk)."""
-        a = self._rotate(self.alpha, query_pos)  # (..., Lq, Z)
-        b = self._rotate(self.b_param, key_pos)  # (..., Lk, Z)
+        a, b = self.factors(query_pos, key_pos)
         return a @ b.transpose(-1, -2)
 
     def matrix(self, length: int) -> torch.Tensor:

@@ -1,0 +1,600 @@
+"""Speed and memory benchmark: Mega, Mega-chunk, the Transformer baseline and transformers' Mega
+on the paper's LRA Text configuration (`python -m mega_lra.bench`, `make bench`).
+
+For every (model, length) it measures, in a fresh worker process (so that peak memory is the
+case's own), after warm-up calls:
+- forward time (eval mode, no grad) and forward+backward time (train mode, loss = mean(y^2)):
+  medians of `--repeats` calls, synchronised on GPU;
+- tokens/s of forward+backward, and peak memory of the training step: CUDA max allocated on GPU,
+  peak RSS minus the RSS before the first call on CPU;
+- the FLOP floor: the step's multiply-adds (projections, FFN, attention; the FFT EMA is not
+  counted) at `--peak-gflops` (160 = fp32 GEMM on 2 threads of the reference CPU), and the
+  achieved fraction floor / time.
+Cases run length by length, alternating models, so slow drifts of the machine hit every row.
+transformers' Mega (rows `hf_mega`, `hf_mega_chunk`) runs in the separate reference environment
+(`mega_lra.hf_reference`) through `tools/hf_reference/bench_model.py`, with the same config.
+
+Outputs in the run dir (default `runs/bench/<timestamp>/`): `bench.json` (every number and the
+machine), `bench.md` (the table, Table-2-style ratios at 4K, targets) and `bench.png` (time and
+memory vs length, log-log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+MODELS = ("mega_chunk", "mega", "transformer", "hf_mega_chunk", "hf_mega")
+QUADRATIC = ("mega", "transformer", "hf_mega")
+LABELS = {
+    "mega_chunk": "Mega-chunk (C=128)",
+    "mega": "Mega (full attention)",
+    "transformer": "Transformer (XFM‡)",
+    "hf_mega_chunk": "transformers Mega-chunk",
+    "hf_mega": "transformers Mega (full)",
+}
+DEFAULT_LENGTHS = (1024, 2048, 4096, 8192, 16384)
+RATIO_LENGTH = 4096
+
+
+# --------------------------------------------------------------------------- configurations
+def mega_fields(size: str, length: int, chunked: bool) -> dict[str, Any]:
+    """MegaConfig fields (HF names) of the LRA Text backbone (`size="text"`) or a tiny one."""
+    fields: dict[str, Any] = dict(
+        vocab_size=260,
+        hidden_size=128,
+        num_hidden_layers=4,
+        intermediate_size=256,
+        ema_projection_size=16,
+        shared_representation_size=64,
+        nffn_hidden_size=256,
+        truncation=1024,
+        relative_positional_bias="simple",
+        normalization_type="scalenorm",
+        normalize_before_mega=False,
+        normalize_before_ffn=False,
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        bidirectional=True,
+        attention_activation="softmax",
+        use_chunking=chunked,
+        chunk_size=128 if chunked else -1,
+        max_positions=max(length, 2048),
+    )
+    if size == "tiny":
+        fields.update(
+            hidden_size=16,
+            num_hidden_layers=2,
+            intermediate_size=32,
+            ema_projection_size=4,
+            shared_representation_size=8,
+            nffn_hidden_size=32,
+            truncation=16,
+            chunk_size=16 if chunked else -1,
+        )
+    return fields
+
+
+def transformer_fields(size: str, length: int) -> dict[str, Any]:
+    """TransformerConfig fields of XFM‡ on LRA Text (dropout off, as for Mega here)."""
+    fields: dict[str, Any] = dict(
+        max_positions=max(length, 4002), dropout_prob=0.0, attention_dropout_prob=0.0
+    )
+    if size == "tiny":
+        fields.update(
+            hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_hidden_size=32
+        )
+    return fields
+
+
+def step_macs(model: str, size: str, length: int, batch: int) -> float:
+    """Multiply-adds of one forward pass (GEMM-shaped work only)."""
+    if model.endswith("mega") or model.endswith("mega_chunk"):
+        f = mega_fields(size, length, chunked=model.endswith("chunk"))
+        d, h, z = f["hidden_size"], f["intermediate_size"], f["shared_representation_size"]
+        span = min(f["chunk_size"], length) if f["use_chunking"] else length
+        per_token = d * h + d * (z + h + 2 * d) + h * d + 2 * d * f["nffn_hidden_size"]
+        per_token += span * (z + h)
+        layers = f["num_hidden_layers"]
+    else:
+        from mega_lra.transformer import TransformerConfig
+
+        c = TransformerConfig(**transformer_fields(size, length))
+        d = c.hidden_size
+        per_token = 4 * d * d + 2 * d * c.ffn_hidden_size + 2 * length * d
+        layers = c.num_hidden_layers
+    return float(per_token) * layers * length * batch
+
+
+# ------------------------------------------------------------------------------ the worker
+def _current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    """Measure one (model, length) in this process; `case` is what `main` sends a worker."""
+    import torch
+
+    from mega_lra.configuration import MegaConfig
+    from mega_lra.modeling_mega import MegaModel
+    from mega_lra.transformer import TransformerConfig, TransformerEncoder
+
+    torch.set_num_threads(case["threads"])
+    torch.manual_seed(0)
+    device = torch.device(case["device"])
+    dtype = getattr(torch, case["dtype"])
+    name, length, size = case["model"], case["length"], case["size"]
+    if name == "transformer":
+        model = TransformerEncoder(TransformerConfig(**transformer_fields(size, length)))
+        vocab = model.config.vocab_size
+        run = model
+    else:
+        fields = mega_fields(size, length, chunked=name == "mega_chunk")
+        block = case.get("attention_block_size")
+        if block is not None:  # 0 = never block
+            fields["attention_block_size"] = block or None
+        config = MegaConfig(**fields)
+        model = MegaModel(config, add_pooling_layer=False)
+        vocab = config.vocab_size
+        run = lambda ids: model(ids).last_hidden_state  # noqa: E731
+    autocast = dtype in (torch.bfloat16, torch.float16)
+    model = model.to(device) if autocast else model.to(device=device, dtype=dtype)
+    ids = torch.randint(3, vocab, (case["batch"], length), device=device)
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            run(ids)
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            y = run(ids)
+        y.float().square().mean().backward()
+
+    def timed(fn, warmup: int, repeats: int) -> list[float]:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        return times
+
+    result: dict[str, Any] = dict(case)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = _current_rss()
+    if case["forward"]:
+        model.eval()
+        times = timed(forward, case["warmup"], case["repeats"])
+        result["forward_ms"] = 1000 * statistics.median(times)
+        result["forward_ms_all"] = [round(1000 * t, 3) for t in times]
+    model.train()
+    times = timed(train_step, case["warmup"], case["repeats"])
+    result["train_ms"] = 1000 * statistics.median(times)
+    result["train_ms_all"] = [round(1000 * t, 3) for t in times]
+    peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss()
+    result["peak_mib"] = (peak - baseline) / MIB
+    result["memory_kind"] = "cuda max allocated" if cuda else "peak RSS delta"
+    return result
+
+
+def run_hf_case(case: dict[str, Any], python: str, script: Path) -> dict[str, Any]:
+    """Measure transformers' Mega in the reference env (CPU only)."""
+    fields = mega_fields(case["size"], case["length"], chunked=case["model"] == "hf_mega_chunk")
+    cmd = [python, str(script), "--config", json.dumps(fields), "--seq-len", str(case["length"])]
+    cmd += ["--batch-size", str(case["batch"]), "--threads", str(case["threads"])]
+    cmd += ["--repeats", str(case["repeats"]), "--warmup", str(case["warmup"])]
+    cmd += ["--mode", "both" if case["forward"] else "train", "--dtype", case["dtype"]]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{proc.stderr.strip()[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = dict(case)
+    result["train_ms"] = out["train_ms_median"]
+    result["train_ms_all"] = out["train_ms_all"]
+    if case["forward"]:
+        result["forward_ms"] = out["forward_ms_median"]
+        result["forward_ms_all"] = out["forward_ms_all"]
+    result["peak_mib"] = out["train_peak_rss_delta_mib"]
+    result["memory_kind"] = "peak RSS delta"
+    result["impl"] = out.get("impl")
+    return result
+
+
+# ------------------------------------------------------------------------------ the driver
+def _hf_runner(ns: argparse.Namespace) -> tuple[str, Path] | str:
+    """(python, script) of the reference env, or the reason there is none."""
+    if not ns.hf:
+        return "disabled (--no-hf)"
+    if ns.device != "cpu":
+        return "transformers' Mega is only benchmarked on CPU"
+    if ns.dtype not in ("float32", "float64"):
+        return f"the reference script runs float32/float64, not {ns.dtype}"
+    try:
+        from mega_lra import hf_reference
+    except ImportError:
+        hf_reference = None
+    script = Path(ns.hf_script) if ns.hf_script else None
+    if script is None and hf_reference is not None:
+        script = hf_reference.scripts_dir() / "bench_model.py"
+    if script is None or not script.is_file():
+        return "tools/hf_reference/bench_model.py not found (the HF reference tools are missing)"
+    if ns.hf_python:
+        return ns.hf_python, script
+    if hf_reference is None:
+        return "mega_lra.hf_reference is missing; pass --hf-python"
+    try:
+        return str(hf_reference.ensure_env()), script
+    except Exception as err:  # noqa: BLE001 - any build failure just drops the HF rows
+        return f"the reference env could not be built: {str(err).splitlines()[0]}"
+
+
+def _worker(case: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mega_lra.bench", "--worker", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        if proc.returncode < 0 or "MemoryError" in proc.stderr or "out of memory" in proc.stderr:
+            tail = [f"out of memory or killed (exit {proc.returncode}): {tail[0]}"]
+        raise RuntimeError(tail[0])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine(ns: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, Any] = dict(
+        cpu=cpu,
+        cpu_count=os.cpu_count(),
+        threads=ns.threads,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+    )
+    if ns.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        info["git_sha"] = sha
+    except (OSError, subprocess.CalledProcessError):
+        info["git_sha"] = None
+    return info
+
+
+def _predicted(rows: list[dict[str, Any]], model: str, length: int) -> tuple[float, float] | None:
+    """(seconds, MiB) of the next length, extrapolated from the model's last measured one."""
+    done = [r for r in rows if r["model"] == model and "train_ms" in r]
+    if not done:
+        return None
+    last = done[-1]
+    power = 2 if model in QUADRATIC else 1
+    growth = (length / last["length"]) ** power
+    return last["train_ms"] / 1000 * growth, max(last["peak_mib"], 1.0) * growth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mega_lra.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--lengths", nargs="+", type=int, default=list(DEFAULT_LENGTHS))
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--no-forward", dest="forward", action="store_false", help="time forward+backward only"
+    )
+    parser.add_argument(
+        "--size",
+        default="text",
+        choices=("text", "tiny"),
+        help="text: the paper's LRA Text config; tiny: for smoke tests",
+    )
+    parser.add_argument(
+        "--max-step-seconds",
+        type=float,
+        default=12.0,
+        help="skip a length whose predicted fwd+bwd step exceeds this",
+    )
+    parser.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=10.0,
+        help="skip a length whose predicted peak memory exceeds this",
+    )
+    parser.add_argument(
+        "--attention-block-size",
+        type=int,
+        default=None,
+        help="MegaConfig.attention_block_size of the Mega rows (0: never block)",
+    )
+    parser.add_argument(
+        "--peak-gflops",
+        type=float,
+        default=None,
+        help="GEMM rate for the floor (default 160 on CPU, none on GPU)",
+    )
+    parser.add_argument(
+        "--hf",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include transformers' Mega rows (reference env)",
+    )
+    parser.add_argument("--hf-python", default=None, help="python of a transformers 4.x env")
+    parser.add_argument("--hf-script", default=None, help="path of bench_model.py")
+    parser.add_argument("--out", default=None, help="run dir (default runs/bench/<timestamp>)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+
+    if ns.worker is not None:
+        print(json.dumps(run_case(json.loads(ns.worker))))
+        return 0
+
+    import torch
+
+    if ns.device == "auto":
+        ns.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    if ns.threads is None:
+        ns.threads = torch.get_num_threads()
+    if ns.peak_gflops is None and ns.device == "cpu":
+        ns.peak_gflops = 160.0
+    out = Path(ns.out or Path("runs") / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("bench.json", "bench.md", "bench.png"):
+        if (out / name).exists():
+            parser.error(f"--out {out}: {name} already exists; choose another run dir")
+
+    models = list(ns.models)
+    notes: list[str] = []
+    hf = _hf_runner(ns) if any(m.startswith("hf_") for m in models) else None
+    if isinstance(hf, str):
+        notes.append(f"transformers' Mega rows skipped: {hf}")
+        print(f"[bench] {notes[-1]}", flush=True)
+        models = [m for m in models if not m.startswith("hf_")]
+
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for length in sorted(ns.lengths):
+        for model in models:
+            case = dict(
+                model=model,
+                length=length,
+                batch=ns.batch_size,
+                dtype=ns.dtype,
+                device=ns.device,
+                threads=ns.threads,
+                repeats=ns.repeats,
+                warmup=ns.warmup,
+                forward=ns.forward,
+                size=ns.size,
+                attention_block_size=ns.attention_block_size,
+            )
+            guess = _predicted(rows, model, length)
+            if guess and (guess[0] > ns.max_step_seconds or guess[1] > ns.max_memory_gb * 1024):
+                case["skipped"] = (
+                    f"predicted {guess[0]:.0f} s / {guess[1] / 1024:.1f} GB per step, over "
+                    f"--max-step-seconds {ns.max_step_seconds:g} / --max-memory-gb "
+                    f"{ns.max_memory_gb:g}"
+                )
+                rows.append(case)
+                print(f"[bench] {model:14s} L={length:6d} skipped: {case['skipped']}", flush=True)
+                continue
+            case["load_before"] = os.getloadavg()[0]
+            try:
+                row = run_hf_case(case, *hf) if model.startswith("hf_") else _worker(case)
+            except RuntimeError as err:
+                case["error"] = str(err)
+                rows.append(case)
+                print(f"[bench] {model:14s} L={length:6d} failed: {err}", flush=True)
+                continue
+            row["tokens_per_s"] = ns.batch_size * length / (row["train_ms"] / 1000)
+            macs = step_macs(model, ns.size, length, ns.batch_size)
+            row["train_gflop"] = 3 * 2 * macs / 1e9
+            if ns.peak_gflops:
+                row["floor_ms"] = 1000 * row["train_gflop"] / ns.peak_gflops
+                row["floor_fraction"] = row["floor_ms"] / row["train_ms"]
+            rows.append(row)
+            fwd = f"fwd {row['forward_ms']:8.1f} ms  " if "forward_ms" in row else ""
+            print(
+                f"[bench] {model:14s} L={length:6d} {fwd}fwd+bwd {row['train_ms']:8.1f} ms  "
+                f"peak {row['peak_mib']:8.1f} MiB  ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+
+    summary = summarise(rows)
+    report = dict(
+        machine=_machine(ns),
+        args={k: v for k, v in vars(ns).items() if k != "worker"},
+        notes=notes,
+        rows=rows,
+        summary=summary,
+        total_seconds=time.perf_counter() - started,
+    )
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(markdown(report))
+    plot(rows, out / "bench.png")
+    print((out / "bench.md").read_text())
+    print(f"[bench] wrote {out}/bench.{{json,md,png}}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- output
+def _cell(rows: list[dict[str, Any]], model: str, length: int) -> dict[str, Any] | None:
+    for r in rows:
+        if r["model"] == model and r["length"] == length and "train_ms" in r:
+            return r
+    return None
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios at 4K (paper Table 2: speed = t_XFM / t, memory = mem / mem_XFM), vs transformers'
+    Mega, and Mega-chunk's time(16K) / time(1K)."""
+    s: dict[str, Any] = {}
+    xfm = _cell(rows, "transformer", RATIO_LENGTH)
+    for model in ("mega_chunk", "mega", "hf_mega_chunk", "hf_mega"):
+        r = _cell(rows, model, RATIO_LENGTH)
+        if r and xfm:
+            s[f"{model}_vs_transformer_speed"] = xfm["train_ms"] / r["train_ms"]
+            s[f"{model}_vs_transformer_memory"] = r["peak_mib"] / max(xfm["peak_mib"], 1e-9)
+    for ours, theirs in (("mega_chunk", "hf_mega_chunk"), ("mega", "hf_mega")):
+        a, b = _cell(rows, ours, RATIO_LENGTH), _cell(rows, theirs, RATIO_LENGTH)
+        if a and b:
+            s[f"{ours}_vs_hf_speed"] = b["train_ms"] / a["train_ms"]
+            s[f"{ours}_vs_hf_memory"] = a["peak_mib"] / max(b["peak_mib"], 1e-9)
+    lengths = sorted({r["length"] for r in rows if r["model"] == "mega_chunk" and "train_ms" in r})
+    if len(lengths) > 1:
+        first, last = _cell(rows, "mega_chunk", lengths[0]), _cell(rows, "mega_chunk", lengths[-1])
+        s["mega_chunk_scaling"] = {
+            "lengths": [lengths[0], lengths[-1]],
+            "time_ratio": last["train_ms"] / first["train_ms"],
+            "length_ratio": lengths[-1] / lengths[0],
+        }
+    return s
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, a, rows, s = report["machine"], report["args"], report["rows"], report["summary"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
+    lines = [
+        "# mega-lra benchmark",
+        "",
+        f"{where}; torch {m['torch']}; {a['dtype']}; batch {a['batch_size']}; "
+        f"median of {a['repeats']} after {a['warmup']} warm-up; git {m.get('git_sha')}",
+        "",
+        "| model | L | fwd ms | fwd+bwd ms | tokens/s | peak MiB | floor ms | of floor | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if "train_ms" not in r:
+            note = r.get("skipped") or r.get("error", "")
+            lines.append(f"| {LABELS[r['model']]} | {r['length']} | | | | | | | {note} |")
+            continue
+        fwd = f"{r['forward_ms']:.1f}" if "forward_ms" in r else ""
+        floor = f"{r['floor_ms']:.1f}" if "floor_ms" in r else ""
+        frac = f"{r['floor_fraction']:.2f}" if "floor_fraction" in r else ""
+        load = r.get("load_before")
+        note = f"load {load:.1f}" if load is not None and load > a["threads"] + 0.5 else ""
+        lines.append(
+            f"| {LABELS[r['model']]} | {r['length']} | {fwd} | {r['train_ms']:.1f} | "
+            f"{r['tokens_per_s']:.0f} | {r['peak_mib']:.1f} | {floor} | {frac} | {note} |"
+        )
+    lines += ["", f"## Ratios at L = {RATIO_LENGTH} (forward+backward)", ""]
+    lines += [
+        "| model | speed vs XFM‡ | memory vs XFM‡ | speed vs transformers | memory vs "
+        "transformers |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model in ("mega_chunk", "mega", "hf_mega_chunk", "hf_mega"):
+        cells = [
+            s.get(f"{model}_vs_transformer_speed"),
+            s.get(f"{model}_vs_transformer_memory"),
+            s.get(f"{model}_vs_hf_speed"),
+            s.get(f"{model}_vs_hf_memory"),
+        ]
+        if any(c is not None for c in cells):
+            text = " | ".join("" if c is None else f"{c:.2f}×" for c in cells)
+            lines.append(f"| {LABELS[model]} | {text} |")
+    scaling = s.get("mega_chunk_scaling")
+    if scaling:
+        lo, hi = scaling["lengths"]
+        lines += [
+            "",
+            f"Mega-chunk time({hi}) / time({lo}) = {scaling['time_ratio']:.1f} "
+            f"(length ratio {scaling['length_ratio']:.0f}).",
+        ]
+    if a.get("peak_gflops"):
+        lines += [
+            "",
+            f"Floor: GEMM multiply-adds of the step × 2 × 3 (fwd+bwd) at {a['peak_gflops']:g} "
+            "GFLOP/s; 'of floor' = floor / measured time.",
+        ]
+    for note in report["notes"]:
+        lines += ["", f"Note: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model in MODELS:
+        done = [r for r in rows if r["model"] == model and "train_ms" in r]
+        if not done:
+            continue
+        lengths = [r["length"] for r in done]
+        style = "--" if model.startswith("hf_") else "-"
+        ax_t.plot(
+            lengths, [r["train_ms"] / 1000 for r in done], style, marker="o", label=LABELS[model]
+        )
+        ax_m.plot(
+            lengths,
+            [max(r["peak_mib"], 1e-3) for r in done],
+            style,
+            marker="o",
+            label=LABELS[model],
+        )
+    for ax, title in ((ax_t, "forward+backward time (s)"), (ax_m, "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,12 +142,15 @@ class _BlockedSoftmaxAttention(torch.autograd.Function):
                 shift=lse[:, start:end, None].flip(1),
             ).exp_()
             dv[:, :n_k].baddbmm_(p.transpose(1, 2), go)
-            # dS = P * (dO v^T - delta), built inside a row-padded buffer (pad zeroed once) so
-            # that its anti-diagonal sums (the bias gradient) need no copy when G = 1
-            if padded is None or padded.shape != (groups, n_q, n_k + n_q):
-                padded = q.new_empty(groups, n_q, n_k + n_q)
-                padded[..., n_k:].zero_()
-            ds = padded[..., :n_k]
+            # dS = P * (dO v^T - delta); for one group it is built inside a row-padded buffer
+            # (pad zeroed once) so that its anti-diagonal sums (the bias gradient) need no copy
+            if groups > 1:
+                ds = padded = _buffer(padded, q, (groups, n_q, n_k))
+            else:
+                if padded is None or padded.shape != (1, n_q, n_k + n_q):
+                    padded = q.new_empty(1, n_q, n_k + n_q)
+                    padded[..., n_k:].zero_()
+                ds = padded[..., :n_k]
             ds.copy_(delta[:, start:end].flip(1).neg().expand(groups, n_q, n_k))
             ds.baddbmm_(go, v[:, :n_k].transpose(1, 2)).mul_(p)
             dq[:, start:end] = torch.bmm(ds, k[:, :n_k]).flip(1)

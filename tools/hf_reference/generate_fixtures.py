@@ -526,7 +526,7 @@ def valid_mask(name: str, shape: torch.Size, case: Case, mask: torch.Tensor) -> 
         raise ValueError(f"{case.name}: no comparison rule for output {name} {tuple(shape)}")
     if tuple(valid.shape) != tuple(shape[: valid.dim()]):
         raise AssertionError(f"{case.name}: valid mask {tuple(valid.shape)} vs {name} {shape}")
-    return valid
+    return None if bool(valid.all()) else valid
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None) -> float:

@@ -165,10 +165,12 @@ def _run_step(cmd: Sequence[str], what: str, path: Path) -> None:
 
 
 def _build(path: Path) -> None:
-    if path.exists():
-        _log(f"removing incomplete or outdated env at {path}")
-        shutil.rmtree(path)
     start = time.monotonic()
+    if path.exists():
+        _log(f"removing incomplete or outdated env at {path} (many small files: can be slow)")
+        shutil.rmtree(path)
+        _log(f"removed in {time.monotonic() - start:.0f}s")
+        start = time.monotonic()
     py = base_python()
     _log(f"building {path} from {py} (takes about a minute)")
     _run_step([py, "-m", "venv", str(path)], "python -m venv", path)

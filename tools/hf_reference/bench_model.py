@@ -54,11 +54,14 @@ def peak_rss() -> int:
 
 
 def load_config(text: str) -> dict:
-    path = Path(text)
+    inline = text.lstrip().startswith("{")
     try:
-        return json.loads(path.read_text()) if path.is_file() else json.loads(text)
+        return json.loads(text if inline else Path(text).read_text())
+    except OSError as err:
+        raise SystemExit(f"--config: cannot read {text}: {err}") from err
     except json.JSONDecodeError as err:
-        raise SystemExit(f"--config: not a JSON file or JSON object: {text!r} ({err})") from err
+        where = "inline JSON" if inline else text
+        raise SystemExit(f"--config: {where} is not valid JSON: {err}") from err
 
 
 def timed(fn, warmup: int, repeats: int) -> list[float]:

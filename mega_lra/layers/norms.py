@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 
@@ -53,6 +52,22 @@ class RMSNorm(nn.Module):
         return y * self.weight if self.weight is not None else y
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of each input is the summed gradient (SyncBN's rule)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm over (batch, time) of a (B, L, D) input with padded positions excluded.
 
@@ -76,7 +91,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
             [keep.sum().reshape(1), (x * keep).sum(dim=(0, 1)), (x * x * keep).sum(dim=(0, 1))]
         )
         if self.sync and dist.is_available() and dist.is_initialized():
-            stats = dist_nn.all_reduce(stats)
+            stats = _AllReduceSum.apply(stats)
         dim = x.size(-1)
         count = stats[0].clamp(min=1.0)
         mean = stats[1 : 1 + dim] / count  # (D,)

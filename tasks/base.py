@@ -278,6 +278,16 @@ class Task:
     ) -> Built:
         """Prepare (or reuse from the cache) the train/val/test `DatasetDict`."""
         paths = Paths.coerce(paths)
+        was_enabled = datasets.is_progress_bar_enabled()
+        if not progress:
+            datasets.disable_progress_bars()
+        try:
+            return self._build(paths, progress, rebuild)
+        finally:
+            if was_enabled and not progress:
+                datasets.enable_progress_bars()
+
+    def _build(self, paths: Paths, progress: bool, rebuild: bool) -> Built:
         raw = self.locate(paths, progress)
         key = stable_hash({"params": self.cache_params(), "raw": raw.fingerprint()})[:20]
         parent = paths.cache_dir / self.name

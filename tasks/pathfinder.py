@@ -202,8 +202,8 @@ class PathfinderTask(Task):
     def how_to_get(self) -> str:
         return (
             "download https://storage.googleapis.com/long-range-arena/lra_release.gz and extract "
-            f"it into paths.data_dir (or move the pathfinder folders to <data_dir>/pathfinder/ as "
-            f"S4 does), or use task.source=generate for Pathfinder-style generated images"
+            "it into paths.data_dir (or move the pathfinder folders to <data_dir>/pathfinder/ as "
+            "S4 does), or use task.source=generate for Pathfinder-style generated images"
         )
 
     def generator_params(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def _labels(batch: pa.Table | Sequence[Mapping[str, Any]]) -> torch.Tensor:
         arr = batch.column("labels").to_numpy()
     else:
         arr = np.asarray([int(row["labels"]) for row in batch])
-    return torch.from_numpy(np.asarray(arr, dtype=np.int64))
+    return torch.from_numpy(np.array(arr, dtype=np.int64))  # a writable copy
 
 
 def pad_flat(values: np.ndarray, lengths: np.ndarray, width: int, fill: float, dtype) -> np.ndarray:

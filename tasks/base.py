@@ -41,6 +41,7 @@ from datasets import Dataset, DatasetDict
 from tasks.errors import DataError
 from tasks.storage import (
     cleanup_on_error,
+    column_numpy,
     listing_digest,
     new_tmp_dir,
     publish_dir,
@@ -332,7 +333,7 @@ class Task:
                     "Fix: check that the source files are complete (re-extract the archive) "
                     "or raise the generator's sizes"
                 )
-            labels = np.asarray(ds.with_format("numpy")["labels"])
+            labels = column_numpy(ds, "labels")
             counts = np.bincount(labels, minlength=self.num_classes)
             splits[s] = {
                 "rows": len(ds),

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from datasets import Features, List, Value
 
 from tasks.base import Processed, RawSource, Task, lra_roots
 from tasks.errors import data_error
 from tasks.generators.listops import ListOpsSpec, write_listops
-from tasks.storage import batched_map, write_arrow
+from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import LISTOPS_VOCAB_SIZE, PAD_ID, encode_listops
 
 FOLDER = "listops-1000"
@@ -158,7 +157,7 @@ class ListOpsTask(Task):
         info = {}
         for split, path in zip(("train", "val", "test"), raw.files, strict=True):
             pool = write_arrow(work / f"raw-{split}.arrow", RAW_FEATURES, read_listops_tsv(path))
-            self.check_labels(np.asarray(pool["labels"]), str(path))
+            self.check_labels(column_numpy(pool, "labels"), str(path))
             splits[split] = batched_map(
                 pool,
                 _encode_batch,

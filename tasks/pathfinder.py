@@ -36,7 +36,7 @@ from tasks.base import Processed, RawSource, Task, indices_info, lra_roots, rand
 from tasks.errors import DataError, data_error
 from tasks.generators.pathfinder import PathfinderSpec, write_pathfinder
 from tasks.image import check_signal_fields
-from tasks.storage import batched_map, write_arrow
+from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import PAD_ID
 
 POOL_FEATURES = Features(
@@ -244,7 +244,7 @@ class PathfinderTask(Task):
             desc=f"decode Pathfinder{self.resolution}",
             fn_kwargs={"side": self.resolution},
         )
-        empty = np.asarray(decoded.with_format("numpy")["empty"])
+        empty = column_numpy(decoded, "empty")
         dropped = {}
         kept = np.flatnonzero(~empty) if self.drop_empty else np.arange(len(decoded))
         if self.drop_empty:

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from datasets import Features, List, Value
 
 from tasks.base import Processed, RawSource, Task, lra_roots
 from tasks.errors import data_error
-from tasks.storage import batched_map, write_arrow
+from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import BYTE_VOCAB_SIZE, PAD_ID, encode_bytes
 
 FOLDER = "tsv_data"
@@ -144,7 +143,7 @@ class RetrievalTask(Task):
         splits, info = {}, {}
         for split, path in zip(("train", "val", "test"), raw.files, strict=True):
             pool = write_arrow(work / f"raw-{split}.arrow", RAW_FEATURES, read_aan_tsv(path))
-            self.check_labels(np.asarray(pool["labels"]), str(path))
+            self.check_labels(column_numpy(pool, "labels"), str(path))
             splits[split] = batched_map(
                 pool,
                 _encode_pairs,

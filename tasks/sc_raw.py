@@ -26,7 +26,7 @@ from datasets import Features, List, Value
 
 from tasks.base import Processed, RawSource, Task, indices_info
 from tasks.errors import DataError, data_error
-from tasks.storage import batched_map, write_arrow
+from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import PAD_ID
 
 SC10_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -188,7 +188,7 @@ class SCRawTask(Task):
             batch_size=128,
             fn_kwargs={"length": self.max_length, "sample_rate": self.sample_rate},
         )
-        short = np.asarray(decoded.with_format("numpy")["short"])
+        short = column_numpy(decoded, "short")
         kept = np.flatnonzero(~short)
         decoded = decoded.remove_columns("short")
         all_labels = np.asarray(labels)[kept]

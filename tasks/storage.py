@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features
 
@@ -61,6 +62,12 @@ def batched_map(
         fn_kwargs=fn_kwargs,
         desc=desc,
     )
+
+
+def column_numpy(ds: Dataset, name: str) -> np.ndarray:
+    """One scalar column as a numpy array, in one Arrow gather (no per-row Python objects)."""
+    table = ds.select_columns([name]).with_format("arrow")[:]
+    return table.column(name).to_numpy()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -40,6 +40,7 @@ LISTOPS_TOKENS: tuple[str, ...] = (
 LISTOPS_VOCAB: dict[str, int] = {tok: NUM_SPECIALS + i for i, tok in enumerate(LISTOPS_TOKENS)}
 LISTOPS_VOCAB_SIZE = NUM_SPECIALS + len(LISTOPS_TOKENS)
 
+_LISTOPS_LOOKUP = LISTOPS_VOCAB.__getitem__
 _DROP_PARENS = str.maketrans({"(": " ", ")": " "})
 
 
@@ -67,7 +68,12 @@ def listops_tokens(source: str) -> list[str]:
 
 def encode_listops(source: str, max_length: int) -> np.ndarray:
     """ListOps ids of ``source`` cut to ``max_length - 1`` tokens, then ``eos``; int16."""
-    get = LISTOPS_VOCAB.get
-    ids = [get(tok, UNK_ID) for tok in listops_tokens(source)[: max_length - 1]]
-    ids.append(EOS_ID)
-    return np.asarray(ids, dtype=np.int16)
+    tokens = listops_tokens(source)[: max_length - 1]
+    out = np.empty(len(tokens) + 1, dtype=np.int16)
+    out[-1] = EOS_ID
+    try:  # fast path: every token known (map + fromiter stay in C)
+        out[:-1] = np.fromiter(map(_LISTOPS_LOOKUP, tokens), dtype=np.int16, count=len(tokens))
+    except KeyError:
+        get = LISTOPS_VOCAB.get
+        out[:-1] = [get(tok, UNK_ID) for tok in tokens]
+    return out

@@ -38,7 +38,7 @@ import datasets
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from tasks.errors import DataError
+from tasks.errors import DataError, data_error
 from tasks.storage import (
     cleanup_on_error,
     column_numpy,
@@ -363,6 +363,20 @@ class Task:
                 f"{where}: label {int(labels[i])} at row {i} is outside 0..{self.num_classes - 1}. "
                 "Fix: the file is not in the expected format; re-extract it"
             )
+
+
+def split_files_at(root: Path, files: list[Path], what: str, fix: str) -> RawSource | None:
+    """A `RawSource` for a folder holding one file per split; None when none of them is there,
+    an error naming the missing ones when only some are."""
+    if not root.is_dir():
+        return None
+    present = [p.is_file() for p in files]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = ", ".join(p.name for p, ok in zip(files, present, strict=True) if not ok)
+        raise data_error(root, f"{what} folder is incomplete: missing {missing}", fix)
+    return RawSource(kind="files", root=root, files=files)
 
 
 def lra_roots(data_dir: Path, official: str, moved: str | None) -> list[Path]:

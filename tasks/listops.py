@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from datasets import Features, List, Value
 
-from tasks.base import Processed, RawSource, Task, lra_roots
+from tasks.base import Processed, RawSource, Task, lra_roots, split_files_at
 from tasks.errors import data_error
 from tasks.generators.listops import ListOpsSpec, write_listops
 from tasks.storage import batched_map, column_numpy, write_arrow
@@ -110,20 +110,13 @@ class ListOpsTask(Task):
         return lra_roots(data_dir, FOLDER, "listops")
 
     def files_at(self, root: Path) -> RawSource | None:
-        if not root.is_dir():
-            return None
         files = [root / SPLIT_FILES[s] for s in ("train", "val", "test")]
-        present = [p.is_file() for p in files]
-        if not any(present):
-            return None
-        if not all(present):
-            missing = ", ".join(p.name for p, ok in zip(files, present, strict=True) if not ok)
-            raise data_error(
-                root,
-                f"ListOps folder is incomplete: missing {missing}",
-                "re-extract listops-1000 from lra_release.gz, or use task.source=generate",
-            )
-        return RawSource(kind="files", root=root, files=files)
+        return split_files_at(
+            root,
+            files,
+            "ListOps",
+            "re-extract listops-1000 from lra_release.gz, or use task.source=generate",
+        )
 
     def how_to_get(self) -> str:
         return (

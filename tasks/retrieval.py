@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from datasets import Features, List, Value
 
-from tasks.base import Processed, RawSource, Task, lra_roots
+from tasks.base import Processed, RawSource, Task, lra_roots, split_files_at
 from tasks.errors import data_error
 from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import BYTE_VOCAB_SIZE, PAD_ID, encode_bytes
@@ -118,20 +118,8 @@ class RetrievalTask(Task):
         return lra_roots(data_dir, FOLDER, "aan")
 
     def files_at(self, root: Path) -> RawSource | None:
-        if not root.is_dir():
-            return None
         files = [root / SPLIT_FILES[s] for s in ("train", "val", "test")]
-        present = [p.is_file() for p in files]
-        if not any(present):
-            return None
-        if not all(present):
-            missing = ", ".join(p.name for p, ok in zip(files, present, strict=True) if not ok)
-            raise data_error(
-                root,
-                f"AAN folder is incomplete: missing {missing}",
-                "re-extract tsv_data from lra_release.gz",
-            )
-        return RawSource(kind="files", root=root, files=files)
+        return split_files_at(root, files, "AAN", "re-extract tsv_data from lra_release.gz")
 
     def how_to_get(self) -> str:
         return (

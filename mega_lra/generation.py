@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+FROM_CONFIG = object()  # default for token ids: take them from model.config
+
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """Keep the top-k and/or the smallest set of tokens with probability mass >= top_p."""
@@ -35,10 +37,17 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
+    eos_token_id: int | None | object = FROM_CONFIG,
+    pad_token_id: int | None | object = FROM_CONFIG,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
+    """Returns (B, L + new) token ids. `eos_token_id` / `pad_token_id` default to the config's
+    (pass None for no end token); rows that produced eos continue with the pad token, and
+    generation stops when every row has finished."""
+    if eos_token_id is FROM_CONFIG:
+        eos_token_id = model.config.eos_token_id
+    if pad_token_id is FROM_CONFIG:
+        pad_token_id = model.config.pad_token_id
     if not model.config.is_decoder or model.config.bidirectional:
         raise ValueError(
             "generate needs a causal model: is_decoder=True and bidirectional=False in the config"

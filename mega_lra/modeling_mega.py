@@ -110,6 +110,28 @@ class MegaPreTrainedModel(nn.Module):
                 seen[id(p)] = p.numel()
         return sum(seen.values())
 
+    def _encode(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        output_hidden_states: bool | None,
+        output_attentions: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """Run the heads' `MegaModel` (attribute `mega`) and return its output object."""
+        return self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+
     # --------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(
@@ -452,39 +474,13 @@ class MegaForCausalLM(MegaPreTrainedModel):
             hidden_states=out.hidden_states,
         )
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 20,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        pad_token_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Greedy or sampled continuation of (left-padded) prompts, using the decoding state.
-
-        Returns (B, L + new) token ids; rows that produced `eos_token_id` continue with
-        `pad_token_id`, and generation stops when every row has finished."""
+    def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Greedy or sampled continuation with the decoding state; see
+        `mega_lra.generation.generate` for the arguments (attention_mask, max_new_tokens,
+        do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, generator)."""
         from mega_lra.generation import generate
 
-        return generate(
-            self,
-            input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            eos_token_id=self.config.eos_token_id if eos_token_id is None else eos_token_id,
-            pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
-            generator=generator,
-        )
+        return generate(self, input_ids, **kwargs)
 
 
 class MegaForMaskedLM(MegaPreTrainedModel):
@@ -523,14 +519,13 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         return_dict: bool | None = None,
     ) -> MaskedLMOutput | tuple:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        out = self.mega(
+        out = self._encode(
             input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            output_hidden_states,
+            output_attentions,
         )
         hidden = out.last_hidden_state
         if self.dense is not None:
@@ -606,14 +601,13 @@ class MegaForSequenceClassification(MegaPreTrainedModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        out = self.mega(
+        out = self._encode(
             input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            output_hidden_states,
+            output_attentions,
         )
         logits = self.classifier(out.last_hidden_state)
         loss = None if labels is None else _classification_loss(self.config, logits, labels)
@@ -692,14 +686,13 @@ class MegaForTokenClassification(MegaPreTrainedModel):
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        out = self.mega(
+        out = self._encode(
             input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            output_hidden_states,
+            output_attentions,
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
@@ -731,14 +724,13 @@ class MegaForQuestionAnswering(MegaPreTrainedModel):
         return_dict: bool | None = None,
     ) -> QuestionAnsweringModelOutput | tuple:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        out = self.mega(
+        out = self._encode(
             input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            output_hidden_states,
+            output_attentions,
         )
         logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))

@@ -477,3 +477,14 @@ def test_bad_inputs_are_clear_errors():
         model(torch.tensor([[1, 40]]))
     with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
         model()
+
+
+def test_simple_bias_keeps_hf_table_and_refuses_lengths_it_cannot_index():
+    # HF: table of 2*max_positions-1 entries indexed around chunk_size-1 whenever chunk_size >= 0,
+    # even without chunking; beyond chunk_size HF fails obscurely, we say why
+    config = tiny_config(relative_positional_bias="simple", max_positions=32, chunk_size=8)
+    model = mega_lra.MegaModel(config).eval()
+    assert model.layers[0].mega_layer.rel_pos_bias.rel_pos_bias.shape == (63,)
+    assert model(torch.randint(0, 37, (1, 8))).last_hidden_state.shape == (1, 8, 16)
+    with pytest.raises(ValueError, match="length 9 exceeds what the simple relative"):
+        model(torch.randint(0, 37, (1, 9)))

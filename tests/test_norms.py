@@ -75,3 +75,38 @@ def test_batchnorm_can_exclude_padding_from_statistics():
 def test_unknown_norm_is_a_clear_error():
     with pytest.raises(ValueError, match="normalization type 'groupnorm'"):
         SequenceNorm("groupnorm", 4)
+
+
+def test_masked_batchnorm_without_padding_equals_torch_batchnorm():
+    norm = SequenceNorm("batchnorm", 4, exclude_padding=True).double().train()
+    ref = torch.nn.BatchNorm1d(4).double().train()
+    x = torch.randn(3, 7, 4, dtype=torch.float64)
+    y = norm(x, torch.ones(3, 7, dtype=torch.bool))
+    torch.testing.assert_close(y, ref(x.transpose(1, 2)).transpose(1, 2))
+    torch.testing.assert_close(norm.norm.running_var, ref.running_var)
+    norm.eval()
+    ref.eval()
+    torch.testing.assert_close(norm(x), ref(x.transpose(1, 2)).transpose(1, 2))
+
+
+def test_syncbatchnorm_excluding_padding_syncs_over_processes(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        norm = SequenceNorm("syncbatchnorm", 4, exclude_padding=True).double().train()
+        plain = SequenceNorm("batchnorm", 4, exclude_padding=True).double().train()
+        x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
+        mask = torch.ones(2, 6, dtype=torch.bool)
+        mask[0, 4:] = False
+        y = norm(x, mask)
+        torch.testing.assert_close(y, plain(x, mask))
+        y.sum().backward()  # the all-reduce is differentiable
+        assert x.grad is not None
+    finally:
+        dist.destroy_process_group()
+    # outside a process group, the default syncbatchnorm is plain BatchNorm
+    sync = SequenceNorm("syncbatchnorm", 4).double().train()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    ref = torch.nn.functional.batch_norm(x.transpose(1, 2), None, None, training=True, eps=1e-5)
+    torch.testing.assert_close(sync(x), ref.transpose(1, 2))

@@ -51,14 +51,19 @@ def test_rotary_matches_explicit_formula():
     for i in range(7):
         for j in range(7):
             expected = rot(a, i) @ rot(b, j)
-            assert abs(float(m[i, j] - expected)) < 1e-6 * (1 + abs(float(expected)))
+            assert abs(float(m[i, j] - expected)) < 1e-12 * (1 + abs(float(expected)))
 
 
 def test_rotary_depends_only_on_offset():
     bias = RotaryRelativePositionalBias(8).double()
     base = bias(torch.arange(6), torch.arange(6))
     shifted = bias(torch.arange(100, 106), torch.arange(100, 106))
-    torch.testing.assert_close(shifted, base, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shifted, base, rtol=1e-12, atol=1e-12)
+    f32 = RotaryRelativePositionalBias(8)  # float32 angles, as the original and HF
+    with torch.no_grad():
+        f32.load_state_dict(bias.float().state_dict())
+    far = f32(torch.arange(1000, 1006), torch.arange(1000, 1006))
+    torch.testing.assert_close(far, base.float(), rtol=1e-4, atol=1e-5)
 
 
 def test_rotary_needs_even_dimension():

@@ -5,8 +5,9 @@
 - `scalenorm`: y = g * x / sqrt(mean(x^2) + eps) with one learned scalar g (attribute `scalar`);
 - `rmsnorm`: the same with a per-feature weight (a real RMSNorm; HF's `MegaRMSNorm` forgets to
   normalise and returns x * weight, reproducible here with `hf_compat=True` for HF checkpoints);
-- `batchnorm` / `syncbatchnorm`: statistics over batch and time of a (B, L, D) input. The original
-  counts padded positions in the statistics; `exclude_padding=True` leaves them out.
+- `batchnorm` / `syncbatchnorm`: statistics over batch and time of a (B, L, D) input (and over all
+  processes for syncbatchnorm). The original counts padded positions in the statistics;
+  `exclude_padding=True` leaves them out.
 All use eps = 1e-5. The wrapped module is the attribute `norm`, so parameters are named
 `norm.norm.<param>` inside a Mega layer, as in HF's state dicts.
 """
@@ -14,6 +15,7 @@ All use eps = 1e-5. The wrapped module is the attribute `norm`, so parameters ar
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -51,20 +53,50 @@ class RMSNorm(nn.Module):
         return y * self.weight if self.weight is not None else y
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of each input is the summed gradient (SyncBN's rule)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class MaskedBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over (batch, time) of a (B, L, D) input; padded positions optionally excluded.
+    """BatchNorm over (batch, time) of a (B, L, D) input with padded positions excluded.
 
     Holds the same parameters and buffers as `nn.BatchNorm1d(D)` (weight, bias, running_mean,
-    running_var, num_batches_tracked), so checkpoints are interchangeable.
+    running_var, num_batches_tracked), so checkpoints are interchangeable. With `sync=True` the
+    statistics are summed over all processes of the default group (SyncBatchNorm semantics).
     """
 
+    def __init__(self, *args, sync: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sync = sync
+
     def forward_masked(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if mask is None or not self.training:
+        if not self.training:
             return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, L, D) <-> (B, D, L)
-        keep = mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
-        count = keep.sum().clamp(min=1.0)
-        mean = (x * keep).sum(dim=(0, 1)) / count  # (D,)
-        var = ((x - mean).pow(2) * keep).sum(dim=(0, 1)) / count  # biased, used to normalise
+        keep = (
+            torch.ones_like(x[..., :1]) if mask is None else mask.to(x.dtype).unsqueeze(-1)
+        )  # (B, L, 1)
+        # [count, sum x, sum x^2] over real positions, summed across processes when syncing
+        stats = torch.cat(
+            [keep.sum().reshape(1), (x * keep).sum(dim=(0, 1)), (x * x * keep).sum(dim=(0, 1))]
+        )
+        if self.sync and dist.is_available() and dist.is_initialized():
+            stats = _AllReduceSum.apply(stats)
+        dim = x.size(-1)
+        count = stats[0].clamp(min=1.0)
+        mean = stats[1 : 1 + dim] / count  # (D,)
+        var = (stats[1 + dim :] / count - mean * mean).clamp(min=0.0)  # biased, to normalise
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -105,6 +137,8 @@ class SequenceNorm(nn.Module):
             self.norm = RMSNorm(dim, eps=eps, affine=affine, hf_compat=rmsnorm_hf_compat)
         elif kind == "batchnorm":
             self.norm = MaskedBatchNorm(dim, eps=eps, affine=affine)
+        elif kind == "syncbatchnorm" and exclude_padding:
+            self.norm = MaskedBatchNorm(dim, eps=eps, affine=affine, sync=True)
         elif kind == "syncbatchnorm":
             self.norm = nn.SyncBatchNorm(dim, eps=eps, affine=affine)
         else:
@@ -115,7 +149,7 @@ class SequenceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) with 1 = real token (only batchnorm looks at it)."""
-        if self.kind == "batchnorm":
+        if isinstance(self.norm, MaskedBatchNorm):
             return self.norm.forward_masked(x, mask if self.exclude_padding else None)
         if self.kind == "syncbatchnorm":
             return self.norm(x.transpose(1, 2)).transpose(1, 2)

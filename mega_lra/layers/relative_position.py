@@ -9,8 +9,8 @@
   a clear error naming the length that does not fit.
 - `RotaryRelativePositionalBias`: learned vectors a = `alpha` and b = `b_param`, each (1, Z);
   bias[i, j] = rot(a, i) . rot(b, j) with the half-split rotary rotation (base 10000). The
-  sinusoid angles are computed in float32, as in the original and HF, so checkpoints reproduce
-  their outputs; the rotated vectors and the product are computed in the input dtype.
+  sinusoid angles are computed in max(parameter dtype, float32): float32 as in the original and
+  HF for float32/bf16 models, float64 for float64 models (so float64 really is float64).
 
 Both take integer position tensors, so one code path serves full attention, chunks (positions
 0..C-1), blocks of a long sequence and single decoding steps (per-row query positions).
@@ -90,8 +90,9 @@ class RotaryRelativePositionalBias(nn.Module):
         """vec (1, Z) rotated at integer positions pos (...,) -> (..., Z)."""
         half = self.dim // 2
         step = math.log(10000) / half
-        freqs = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float32) * -step)
-        angles = pos.to(torch.float32).unsqueeze(-1) * freqs  # (..., Z/2), float32 as in HF
+        dtype = torch.promote_types(vec.dtype, torch.float32)
+        freqs = torch.exp(torch.arange(half, device=pos.device, dtype=dtype) * -step)
+        angles = pos.to(dtype).unsqueeze(-1) * freqs  # (..., Z/2)
         sin, cos = angles.sin().to(vec.dtype), angles.cos().to(vec.dtype)
         v1, v2 = vec[0, :half], vec[0, half:]
         return torch.cat([v1 * cos - v2 * sin, v2 * cos + v1 * sin], dim=-1)

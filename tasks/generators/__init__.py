@@ -1,0 +1,1 @@
+"""Seeded offline generators that write the official LRA raw layouts (ListOps, Pathfinder)."""

@@ -1,0 +1,276 @@
+"""The reference environment: a separate virtual env with the real `transformers==4.41.2` Mega.
+
+`transformers` 4.x cannot be installed beside the project's own dependencies (``datasets`` 5), and
+v5 deleted Mega, so the reference model lives in its own virtual environment under
+``<repo>/.cache/hf-reference-4.41.2`` and is only ever reached through a subprocess. This module
+is standard library only: importing it never imports torch or transformers.
+
+- :func:`ensure_env` returns the reference env's python, building the env on first use (about a
+  minute: ``torch==2.13.0`` from the local CPU wheel, then the pinned ``transformers`` stack).
+  The build is guarded by a file lock (safe under pytest-xdist) and is trusted only once its
+  completion stamp, written last, matches the pinned requirements.
+- :func:`run_reference` runs one of the scripts in ``tools/hf_reference/`` with that python and
+  raises :class:`HFReferenceError` with the script's stderr when it fails.
+
+Command line: ``python -m mega_lra.hf_reference [--rebuild]`` builds (or checks) the env and
+prints its python.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TRANSFORMERS_VERSION = "4.41.2"
+ENV_NAME = f"hf-reference-{TRANSFORMERS_VERSION}"
+
+# Installed in this order; torch alone first so pip takes the local CPU wheel (an unpinned torch
+# would pull a multi-GB CUDA build). Everything else is pinned too, so re-building the env gives
+# the same numbers. numpy 1.26: transformers 4.41 predates numpy 2.
+TORCH_REQUIREMENT = "torch==2.13.0"
+REQUIREMENTS: tuple[str, ...] = (
+    f"transformers=={TRANSFORMERS_VERSION}",
+    "numpy==1.26.4",
+    "safetensors==0.4.3",
+    "tokenizers==0.19.1",
+    "huggingface-hub==0.23.4",
+    "pyyaml==6.0.2",
+    "regex==2024.11.6",
+    "requests==2.32.3",
+    "tqdm==4.67.1",
+    "packaging==24.2",
+)
+# Imported by the env check after the build; all must succeed for the env to count as complete.
+_PROBE = (
+    "import torch, transformers, safetensors, numpy; "
+    "from transformers import MegaConfig, MegaModel; "
+    "print(transformers.__version__, torch.__version__, numpy.__version__)"
+)
+STAMP_NAME = ".mega-lra-complete.json"
+_PIP_TAIL_LINES = 40
+
+
+class HFReferenceError(RuntimeError):
+    """The reference env could not be built, or a reference script failed."""
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``mega_lra/`` and ``tools/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def env_dir(root: Path | str | None = None) -> Path:
+    """Where the reference env lives: ``<root>/.cache/hf-reference-4.41.2``."""
+    return Path(root or repo_root()) / ".cache" / ENV_NAME
+
+
+def env_python(root: Path | str | None = None) -> Path:
+    return env_dir(root) / "bin" / "python"
+
+
+def scripts_dir(root: Path | str | None = None) -> Path:
+    return Path(root or repo_root()) / "tools" / "hf_reference"
+
+
+def _stamp_content() -> dict:
+    return {
+        "transformers": TRANSFORMERS_VERSION,
+        "torch": TORCH_REQUIREMENT,
+        "requirements": list(REQUIREMENTS),
+        "base_python": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+
+
+def _is_complete(path: Path) -> bool:
+    stamp = path / STAMP_NAME
+    if not (stamp.is_file() and (path / "bin" / "python").exists()):
+        return False
+    try:
+        return json.loads(stamp.read_text()) == _stamp_content()
+    except (OSError, ValueError):
+        return False
+
+
+def base_python() -> str:
+    """A python outside any virtual env, also when called from inside the project's ``.venv``.
+
+    ``sys.base_prefix`` is the interpreter the current venv (if any) was made from; failing that,
+    the first ``python3`` on PATH that is not inside a virtual env.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = Path(sys.base_prefix) / "bin"
+    for name in (f"python{version}", "python3", "python"):
+        if (base / name).is_file() and os.access(base / name, os.X_OK):
+            return str(base / name)
+    venv = os.environ.get("VIRTUAL_ENV")
+    path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if p
+        and not (venv and Path(p).resolve().is_relative_to(Path(venv).resolve()))
+        and Path(p).resolve() != Path(sys.prefix, "bin").resolve()
+    )
+    found = shutil.which("python3", path=path)
+    if not found:
+        raise HFReferenceError(
+            "no system python3 found to build the reference env "
+            f"(looked in {base} and on PATH outside the virtual env)"
+        )
+    return found
+
+
+def _log(msg: str) -> None:
+    print(f"[hf-reference] {msg}", file=sys.stderr, flush=True)
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment minus anything that would leak the main venv into the child."""
+    env = dict(os.environ)
+    for key in (
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "PYTHONSTARTUP",
+        "PIP_REQUIRE_VIRTUALENV",
+    ):
+        env.pop(key, None)
+    return env
+
+
+def _run_step(cmd: Sequence[str], what: str, path: Path) -> None:
+    _log(f"{what} ...")
+    start = time.monotonic()
+    proc = subprocess.run(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_clean_env()
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-_PIP_TAIL_LINES:])
+        raise HFReferenceError(
+            f"building the transformers-{TRANSFORMERS_VERSION} reference env failed at: {what}\n"
+            f"command: {' '.join(cmd)} (exit {proc.returncode})\n"
+            f"--- last {_PIP_TAIL_LINES} lines of its output ---\n{tail}\n---\n"
+            f"The half-built env at {path} is not trusted (no completion stamp) and is removed on "
+            "the next try. Retry with `python -m mega_lra.hf_reference --rebuild` (or "
+            "`make hf-fixtures`); it needs the PyPI registry for transformers and its "
+            "dependencies."
+        )
+    _log(f"{what}: done in {time.monotonic() - start:.0f}s")
+
+
+def _build(path: Path) -> None:
+    start = time.monotonic()
+    if path.exists():
+        _log(f"removing incomplete or outdated env at {path} (many small files: can be slow)")
+        shutil.rmtree(path)
+        _log(f"removed in {time.monotonic() - start:.0f}s")
+        start = time.monotonic()
+    py = base_python()
+    _log(f"building {path} from {py} (takes about a minute)")
+    _run_step([py, "-m", "venv", str(path)], "python -m venv", path)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+    pip += ["--disable-pip-version-check"]
+    _run_step([*pip, TORCH_REQUIREMENT], f"pip install {TORCH_REQUIREMENT}", path)
+    _run_step([*pip, *REQUIREMENTS], f"pip install {' '.join(REQUIREMENTS)}", path)
+    _run_step([str(path / "bin" / "python"), "-c", _PROBE], "import check", path)
+    # Written last: only an env with this stamp is ever used.
+    (path / STAMP_NAME).write_text(json.dumps(_stamp_content(), indent=2) + "\n")
+    _log(f"reference env ready in {time.monotonic() - start:.0f}s: {path}")
+
+
+def ensure_env(root: Path | str | None = None, *, rebuild: bool = False) -> Path:
+    """Return the reference env's python, building the env first if it is missing or incomplete.
+
+    ``root`` is the repository root (default: the one holding this file). Concurrent callers
+    (pytest-xdist workers, parallel ``make`` jobs) serialise on a lock file next to the env; the
+    first builds, the others wait and then reuse it. ``rebuild=True`` deletes and rebuilds it.
+    """
+    path = env_dir(root)
+    if not rebuild and _is_complete(path):
+        return path / "bin" / "python"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f"{ENV_NAME}.lock"
+    with open(lock_path, "w") as lock:
+        if not rebuild:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _log(f"another process is building the reference env; waiting on {lock_path}")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            # Checked again under the lock: another process may have finished it meanwhile.
+            if rebuild or not _is_complete(path):
+                _build(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path / "bin" / "python"
+
+
+def run_reference(
+    args: Sequence[str],
+    *,
+    root: Path | str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run ``tools/hf_reference/<args[0]>`` with the reference env's python.
+
+    ``args[0]`` is a script name (``"run_model.py"``; the ``.py`` may be left off), the rest its
+    arguments. stdout and stderr are captured as text. The env is built first if needed. With
+    ``check=True`` a non-zero exit raises :class:`HFReferenceError` carrying the stderr.
+    """
+    if not args:
+        raise ValueError("run_reference needs a script name, e.g. ['run_model.py', ...]")
+    script_name = args[0] if args[0].endswith(".py") else f"{args[0]}.py"
+    script = scripts_dir(root) / script_name
+    if not script.is_file():
+        available = sorted(p.name for p in scripts_dir(root).glob("*.py") if p.name[0] != "_")
+        raise HFReferenceError(f"no reference script {script}; available: {available}")
+    python = ensure_env(root)
+    child_env = _clean_env()
+    child_env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    child_env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if env:
+        child_env.update(env)
+    cmd = [str(python), str(script), *map(str, args[1:])]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=child_env, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise HFReferenceError(f"reference script timed out after {timeout}s: {cmd}") from err
+    if check and proc.returncode != 0:
+        raise HFReferenceError(
+            f"reference script {script_name} failed (exit {proc.returncode})\n"
+            f"command: {' '.join(cmd)}\n--- stderr ---\n{proc.stderr.strip()}\n"
+            f"--- stdout (last 2000 chars) ---\n{proc.stdout[-2000:]}"
+        )
+    return proc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the env")
+    parser.add_argument("--root", default=None, help="repository root (default: this checkout)")
+    ns = parser.parse_args(argv)
+    try:
+        print(ensure_env(ns.root, rebuild=ns.rebuild))
+    except HFReferenceError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

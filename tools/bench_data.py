@@ -1,0 +1,220 @@
+"""Data-path benchmark: prepare rows/s and loader batches/s (prints and saves JSON).
+
+    python tools/bench_data.py [--listops-rows 20000] [--pathfinder-images 10000]
+                               [--num-proc 2] [--out runs/bench] [--mega-src DIR]
+
+Measures, in a fresh temporary data dir:
+* ListOps (LRA lengths 500-2000) and Pathfinder32: generator throughput, then ``task.build``
+  (read + tokenise/decode with ``datasets.map`` + save) rows/s, then a cached rebuild's time;
+* loader batches/s over one train epoch (``LRADataModule``, batch 64 and 128, chunk padding 128,
+  ``num_workers=0``: the collation cost alone, in the main process);
+* optionally (when ``mega_lra`` provides ``MegaForSequenceClassification``, or ``--mega-src``
+  points at a checkout that does) the CPU train-step rate of a paper-size Mega-chunk model on the
+  same batches, for comparison with the loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from tasks.datamodule import LRADataModule  # noqa: E402
+from tasks.listops import ListOpsTask  # noqa: E402
+from tasks.pathfinder import PathfinderTask  # noqa: E402
+
+
+def _time(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def bench_prepare(task, paths: dict, rows: int) -> dict:
+    from tasks.base import Paths
+
+    p = Paths.coerce(paths)
+    _, gen_s = _time(lambda: task.locate(p, progress=False))
+    built, build_s = _time(lambda: task.build(paths, progress=False))
+    _, cached_s = _time(lambda: task.build(paths, progress=False))
+    return {
+        "rows": rows,
+        "generate_seconds": round(gen_s, 2),
+        "generate_rows_per_s": round(rows / gen_s, 1),
+        "prepare_seconds": round(build_s, 2),
+        "prepare_rows_per_s": round(rows / build_s, 1),
+        "cached_reload_seconds": round(cached_s, 3),
+        "cache_bytes": sum(
+            f.stat().st_size for f in built.manifest_path.parent.rglob("*") if f.is_file()
+        ),
+    }
+
+
+def bench_loader(task, paths: dict, batch_size: int, chunk: int = 128) -> dict:
+    dm = LRADataModule(task, paths, batch_size=batch_size, pad_to_multiple_of=chunk, progress=False)
+    dm.setup()
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # warm-up
+    n, rows = 0, 0
+    start = time.perf_counter()
+    for batch in loader:
+        n += 1
+        rows += len(batch["labels"])
+    sec = time.perf_counter() - start
+    return {
+        "batch_size": batch_size,
+        "batches": n,
+        "batches_per_s": round(n / sec, 1),
+        "rows_per_s": round(rows / sec, 1),
+    }
+
+
+def bench_model(kind: str, dm_task, paths: dict, steps: int) -> dict | None:
+    try:
+        from mega_lra import MegaConfig, MegaForSequenceClassification
+    except ImportError:
+        return None
+    if kind == "listops":  # paper ListOps size, Mega-chunk C=128
+        cfg = dict(
+            vocab_size=18,
+            hidden_size=80,
+            num_hidden_layers=6,
+            intermediate_size=160,
+            shared_representation_size=64,
+            nffn_hidden_size=160,
+            max_positions=2048,
+            normalization_type="layernorm",
+            normalize_before_mega=False,
+            normalize_before_ffn=False,
+        )
+        chunk = 128
+    else:  # paper Pathfinder size, Mega-chunk C=128 (pixels enter as token ids 3+v here)
+        cfg = dict(
+            vocab_size=259,
+            hidden_size=128,
+            num_hidden_layers=6,
+            intermediate_size=256,
+            shared_representation_size=64,
+            nffn_hidden_size=256,
+            max_positions=1024,
+            attention_activation="laplace",
+            normalization_type="batchnorm",
+        )
+        chunk = 128
+    config = MegaConfig(
+        **cfg,
+        use_chunking=True,
+        chunk_size=chunk,
+        num_labels=dm_task.num_classes,
+        pad_token_id=0,
+        relative_positional_bias="simple",
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = MegaForSequenceClassification(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    dm = LRADataModule(dm_task, paths, batch_size=64, pad_to_multiple_of=chunk, progress=False)
+    dm.setup()
+    it = iter(dm.train_dataloader())
+    times = []
+    for i in range(steps + 1):
+        b = next(it)
+        ids = b.get("input_ids")
+        start = time.perf_counter()
+        out = model(input_ids=ids, attention_mask=b["attention_mask"], labels=b["labels"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i:
+            times.append(time.perf_counter() - start)
+    step = sum(times) / len(times)
+    return {
+        "model": f"mega_chunk ({kind} paper size, C={chunk})",
+        "batch_size": 64,
+        "seq_len": int(b["attention_mask"].shape[1]),
+        "step_seconds": round(step, 3),
+        "steps_per_s": round(1 / step, 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listops-rows", type=int, default=20000)
+    ap.add_argument("--pathfinder-images", type=int, default=10000)
+    ap.add_argument("--num-proc", type=int, default=2)
+    ap.add_argument("--model-steps", type=int, default=2)
+    ap.add_argument("--mega-src", default=None, help="checkout whose mega_lra has the model")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
+    args = ap.parse_args()
+    if args.mega_src:
+        sys.path.insert(0, str(Path(args.mega_src).resolve()))
+        for mod in [m for m in sys.modules if m == "mega_lra" or m.startswith("mega_lra.")]:
+            del sys.modules[mod]
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    n = args.listops_rows
+    val = max(1, n // 48)
+    listops = ListOpsTask(
+        name="listops_bench",
+        source="generate",
+        num_proc=args.num_proc,
+        gen_rows={"train": n - 2 * val, "val": val, "test": val},
+    )
+    pf = PathfinderTask(
+        name="pathfinder_bench",
+        source="generate",
+        num_proc=args.num_proc,
+        gen_samples=args.pathfinder_images,
+    )
+    results: dict = {
+        "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}), this machine",
+        "command": "python " + " ".join(sys.argv),
+        "torch_threads": torch.get_num_threads(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"data_dir": str(Path(tmp) / "data"), "cache_dir": str(Path(tmp) / "cache")}
+        results["listops_prepare"] = bench_prepare(listops, paths, n)
+        print("listops prepare", results["listops_prepare"], flush=True)
+        results["pathfinder_prepare"] = bench_prepare(pf, paths, args.pathfinder_images)
+        print("pathfinder prepare", results["pathfinder_prepare"], flush=True)
+        results["loader"] = {}
+        for name, task in (("listops", listops), ("pathfinder", pf)):
+            for bs in (64, 128):
+                r = bench_loader(task, paths, bs)
+                results["loader"][f"{name}_bs{bs}"] = r
+                print("loader", name, r, flush=True)
+        if args.model_steps > 0:
+            pix_tokens = PathfinderTask(
+                name="pathfinder_bench",
+                source="generate",
+                num_proc=args.num_proc,
+                gen_samples=args.pathfinder_images,
+                input_kind="tokens",
+            )
+            results["model_step_cpu"] = {
+                "listops": bench_model("listops", listops, paths, args.model_steps),
+                "pathfinder": bench_model("pathfinder", pix_tokens, paths, args.model_steps),
+            }
+            print("model step", results["model_step_cpu"], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"data-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-step-seconds",
         type=float,
-        default=12.0,
+        default=20.0,
         help="skip a length whose predicted fwd+bwd step exceeds this",
     )
     parser.add_argument(

@@ -18,6 +18,9 @@ gradients equal the reference path's (`tests/test_gated_attention.py`), fp32 rel
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -75,9 +78,27 @@ def _scores(q_rev, k, table, center, key_real, causal, last, out, shift=None):
     return out
 
 
-def _buffer(buf: torch.Tensor | None, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Reuse buf for blocks of the same shape (large fresh allocations cost page faults)."""
-    return buf if buf is not None and buf.shape == shape else like.new_empty(shape)
+_WORKSPACE = threading.local()
+
+
+def _workspace(slot: int, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Scratch tensor of `shape` (contents undefined) for slot 0 (S / P) or 1 (dS), reused by
+    every block, layer and step of this thread on CPU. A fresh 32 MB buffer costs ~5 ms of page
+    faults on first touch (glibc returns large blocks to the OS when freed); the cache holds at
+    most one buffer per slot, as large as the largest block seen (`release_workspace` frees)."""
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
+    cache = _WORKSPACE.__dict__.setdefault("buffers", {})
+    key, numel = (slot, like.dtype), math.prod(shape)
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        cache[key] = buf = like.new_empty(numel)
+    return buf[:numel].view(shape)
+
+
+def release_workspace() -> None:
+    """Free this thread's cached scratch buffers."""
+    _WORKSPACE.__dict__.pop("buffers", None)
 
 
 class _BlockedSoftmaxAttention(torch.autograd.Function):
@@ -89,11 +110,10 @@ class _BlockedSoftmaxAttention(torch.autograd.Function):
         groups, length = q.shape[:2]
         out = q.new_empty(groups, length, v.size(2))
         lse = q.new_empty(groups, length)
-        s = None
         for start in range(0, length, block):
             end = min(start + block, length)
             n_k = end if causal else k.size(1)  # a causal block sees no later keys
-            s = _buffer(s, q, (groups, end - start, n_k))
+            s = _workspace(0, q, (groups, end - start, n_k))
             _scores(
                 q[:, start:end].flip(1),
                 k[:, :n_k],
@@ -124,12 +144,12 @@ class _BlockedSoftmaxAttention(torch.autograd.Function):
         dtable = None
         if table is not None and ctx.needs_input_grad[3]:
             dtable = torch.zeros_like(table, dtype=q.dtype)
-        p = padded = None
+        zeroed = None  # shape of the row-padded dS buffer whose padding is known to be zero
         for start in range(0, length, block):
             end = min(start + block, length)
             n_q, n_k = end - start, end if causal else k.size(1)
             q_rev, go = q[:, start:end].flip(1), grad_out[:, start:end].flip(1)
-            p = _buffer(p, q, (groups, n_q, n_k))
+            p = _workspace(0, q, (groups, n_q, n_k))
             _scores(
                 q_rev,
                 k[:, :n_k],
@@ -145,11 +165,12 @@ class _BlockedSoftmaxAttention(torch.autograd.Function):
             # dS = P * (dO v^T - delta); for one group it is built inside a row-padded buffer
             # (pad zeroed once) so that its anti-diagonal sums (the bias gradient) need no copy
             if groups > 1:
-                ds = padded = _buffer(padded, q, (groups, n_q, n_k))
+                ds = padded = _workspace(1, q, (groups, n_q, n_k))
             else:
-                if padded is None or padded.shape != (1, n_q, n_k + n_q):
-                    padded = q.new_empty(1, n_q, n_k + n_q)
+                padded = _workspace(1, q, (1, n_q, n_k + n_q))
+                if zeroed != padded.shape:
                     padded[..., n_k:].zero_()
+                    zeroed = padded.shape
                 ds = padded[..., :n_k]
             ds.copy_(delta[:, start:end].flip(1).neg().expand(groups, n_q, n_k))
             ds.baddbmm_(go, v[:, :n_k].transpose(1, 2)).mul_(p)

@@ -315,6 +315,76 @@ def _predicted(rows: list[dict[str, Any]], model: str, length: int) -> tuple[flo
     return last["train_ms"] / 1000 * growth, max(last["peak_mib"], 1.0) * growth
 
 
+def _measure_cell(
+    ns: argparse.Namespace,
+    hf: tuple[str, Path] | str | None,
+    rows: list[dict[str, Any]],
+    model: str,
+    length: int,
+    round_index: int,
+) -> dict[str, Any] | None:
+    """Measure (model, length) once more and merge it into its row of `rows` (medians over
+    rounds, all raw times kept). Returns the row, or None when skipped or failed."""
+    row = _cell(rows, model, length) if round_index else None
+    if round_index and row is None:
+        return None  # skipped or failed in the first round
+    case = dict(
+        model=model,
+        length=length,
+        batch=ns.batch_size,
+        dtype=ns.dtype,
+        device=ns.device,
+        threads=ns.threads,
+        repeats=ns.repeats,
+        warmup=ns.warmup,
+        forward=ns.forward,
+        size=ns.size,
+        attention_block_size=ns.attention_block_size,
+    )
+    guess = None if round_index else _predicted(rows, model, length)
+    if guess and (guess[0] > ns.max_step_seconds or guess[1] > ns.max_memory_gb * 1024):
+        case["skipped"] = (
+            f"predicted {guess[0]:.0f} s / {guess[1] / 1024:.1f} GB per step, over "
+            f"--max-step-seconds {ns.max_step_seconds:g} / --max-memory-gb {ns.max_memory_gb:g}"
+        )
+        rows.append(case)
+        print(f"[bench] {model:14s} L={length:6d} skipped: {case['skipped']}", flush=True)
+        return None
+    case["load_before"] = os.getloadavg()[0]
+    try:
+        new = run_hf_case(case, *hf) if model.startswith("hf_") else _worker(case)
+    except RuntimeError as err:
+        if row is not None:  # a later round failed: keep the earlier rounds
+            row.setdefault("errors", []).append(str(err))
+            return row
+        case["error"] = str(err)
+        rows.append(case)
+        print(f"[bench] {model:14s} L={length:6d} failed: {err}", flush=True)
+        return None
+    if row is None:
+        row = new
+        row["rounds"] = {"train_ms": [], "forward_ms": [], "peak_mib": [], "load_before": []}
+        rows.append(row)
+    for key in row["rounds"]:
+        if key in new:
+            row["rounds"][key].append(new[key])
+    if round_index:
+        row["train_ms_all"] += new["train_ms_all"]
+        if "forward_ms_all" in new:
+            row["forward_ms_all"] += new["forward_ms_all"]
+    row["train_ms"] = statistics.median(row["rounds"]["train_ms"])
+    if row["rounds"]["forward_ms"]:
+        row["forward_ms"] = statistics.median(row["rounds"]["forward_ms"])
+    row["peak_mib"] = statistics.median(row["rounds"]["peak_mib"])
+    row["load_before"] = max(row["rounds"]["load_before"])
+    row["tokens_per_s"] = ns.batch_size * length / (row["train_ms"] / 1000)
+    row["train_gflop"] = 3 * 2 * step_macs(model, ns.size, length, ns.batch_size) / 1e9
+    if ns.peak_gflops:
+        row["floor_ms"] = 1000 * row["train_gflop"] / ns.peak_gflops
+        row["floor_fraction"] = row["floor_ms"] / row["train_ms"]
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mega_lra.bench", description=__doc__.split("\n\n")[0]
@@ -326,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole alternating sweep; each cell reports the median over rounds",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
         "--no-forward", dest="forward", action="store_false", help="time forward+backward only"
@@ -402,52 +478,20 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for length in sorted(ns.lengths):
-        for model in models:
-            case = dict(
-                model=model,
-                length=length,
-                batch=ns.batch_size,
-                dtype=ns.dtype,
-                device=ns.device,
-                threads=ns.threads,
-                repeats=ns.repeats,
-                warmup=ns.warmup,
-                forward=ns.forward,
-                size=ns.size,
-                attention_block_size=ns.attention_block_size,
-            )
-            guess = _predicted(rows, model, length)
-            if guess and (guess[0] > ns.max_step_seconds or guess[1] > ns.max_memory_gb * 1024):
-                case["skipped"] = (
-                    f"predicted {guess[0]:.0f} s / {guess[1] / 1024:.1f} GB per step, over "
-                    f"--max-step-seconds {ns.max_step_seconds:g} / --max-memory-gb "
-                    f"{ns.max_memory_gb:g}"
+    for round_index in range(ns.rounds):
+        for length in sorted(ns.lengths):
+            for model in models:
+                row = _measure_cell(ns, hf, rows, model, length, round_index)
+                if row is None:
+                    continue
+                fwd = f"fwd {row['forward_ms']:8.1f} ms  " if "forward_ms" in row else ""
+                floor = f"  {row['floor_fraction']:.2f} of floor" if "floor_fraction" in row else ""
+                elapsed = time.perf_counter() - started
+                print(
+                    f"[bench] {model:14s} L={length:6d} {fwd}fwd+bwd {row['train_ms']:8.1f} ms  "
+                    f"peak {row['peak_mib']:8.1f} MiB{floor}  ({elapsed:.0f} s)",
+                    flush=True,
                 )
-                rows.append(case)
-                print(f"[bench] {model:14s} L={length:6d} skipped: {case['skipped']}", flush=True)
-                continue
-            case["load_before"] = os.getloadavg()[0]
-            try:
-                row = run_hf_case(case, *hf) if model.startswith("hf_") else _worker(case)
-            except RuntimeError as err:
-                case["error"] = str(err)
-                rows.append(case)
-                print(f"[bench] {model:14s} L={length:6d} failed: {err}", flush=True)
-                continue
-            row["tokens_per_s"] = ns.batch_size * length / (row["train_ms"] / 1000)
-            macs = step_macs(model, ns.size, length, ns.batch_size)
-            row["train_gflop"] = 3 * 2 * macs / 1e9
-            if ns.peak_gflops:
-                row["floor_ms"] = 1000 * row["train_gflop"] / ns.peak_gflops
-                row["floor_fraction"] = row["floor_ms"] / row["train_ms"]
-            rows.append(row)
-            fwd = f"fwd {row['forward_ms']:8.1f} ms  " if "forward_ms" in row else ""
-            print(
-                f"[bench] {model:14s} L={length:6d} {fwd}fwd+bwd {row['train_ms']:8.1f} ms  "
-                f"peak {row['peak_mib']:8.1f} MiB  ({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
 
     summary = summarise(rows)
     report = dict(
@@ -507,7 +551,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# mega-lra benchmark",
         "",
         f"{where}; torch {m['torch']}; {a['dtype']}; batch {a['batch_size']}; "
-        f"median of {a['repeats']} after {a['warmup']} warm-up; git {m.get('git_sha')}",
+        f"median of {a['repeats']} after {a['warmup']} warm-up, median over {a['rounds']} "
+        f"alternating round(s); git {m.get('git_sha')}",
         "",
         "| model | L | fwd ms | fwd+bwd ms | tokens/s | peak MiB | floor ms | of floor | note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -43,13 +43,14 @@ def test_harness_writes_json_markdown_and_plot(tmp_path):
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rows_over_the_time_budget_are_skipped_with_a_note(tmp_path):
+def test_rows_over_the_time_budget_are_skipped_and_rounds_are_merged(tmp_path):
     args = ["--size", "tiny", "--lengths", "16", "32", "--models", "mega", "--no-hf"]
-    args += ["--repeats", "1", "--warmup", "0", "--no-forward", "--threads", "1"]
+    args += ["--repeats", "1", "--warmup", "0", "--no-forward", "--threads", "1", "--rounds", "2"]
     args += ["--max-step-seconds", "1e-9", "--out", str(tmp_path)]
     assert bench.main(args) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert "train_ms" in rows[0] and "forward_ms" not in rows[0]
+    assert len(rows[0]["train_ms_all"]) == 2 and len(rows[0]["rounds"]["train_ms"]) == 2
     assert "skipped" in rows[1] and "max-step-seconds" in rows[1]["skipped"]
     assert (
         "| Mega (full attention) | 32 | | | | | | | predicted"

@@ -23,6 +23,7 @@ import threading
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def bias_rows(table: torch.Tensor, center: int, last_query: int, n_q: int, n_k: int):
@@ -138,6 +139,7 @@ class _BlockedSoftmaxAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, table, key_real, out, lse = ctx.saved_tensors
         center, causal, block = ctx.center, ctx.causal, ctx.block

@@ -266,3 +266,15 @@ def test_fused_softmax_matches_naive_reference_float64(fused, chunk):
     x = torch.randn(1, 13, 16, dtype=torch.float64)
     out, _ = layer(x)
     torch.testing.assert_close(out[0], naive_attention_layer(layer, x[0]), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk", [-1, 4])
+def test_bfloat16_autocast_forward_and_backward_stay_close_to_float32(chunk):
+    layer = make_layer(dtype=torch.float32, use_chunking=chunk > 0, chunk_size=chunk)
+    x = torch.randn(2, 13, 16, requires_grad=True)
+    ref, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x)
+    out.float().square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()

@@ -233,6 +233,7 @@ class MovingAverageGatedAttention(nn.Module):
             self.fused_attention
             and self.attention_activation == "softmax"
             and not dropout
+            and q.dtype == v.dtype  # under autocast v is half precision while q is not
             and q.dtype in (torch.float32, torch.float64)
         ):
             # query blocks of <= 512 rows: fastest on CPU caches, and O(C * 512) memory

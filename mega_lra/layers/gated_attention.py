@@ -23,6 +23,13 @@ Chunking: any length works. The layer pads to a multiple of C internally and un-
 aligned to each row's first real token (rows are rotated so real tokens start at 0), so a
 left-padded batch gives the outputs of its unpadded rows; padding must be at the ends of a row.
 
+Speed and memory: softmax attention (no attention dropout, one float dtype) runs through
+`blocked_softmax_attention` (`blocked_attention.py`), which keeps no (C, C) matrix for the
+backward; the other functions attend per chunk, and spans longer than
+`config.attention_block_size` in query blocks recomputed in the backward (activation
+checkpointing), so full attention over 16K tokens fits in memory. Setting `fused_attention = False`
+on a layer selects this reference path for softmax too; both give the same values.
+
 Decoding: with `use_cache=True` the layer returns an `AttentionState` (EMA state + the keys and
 values of each row's current chunk); feeding it back processes new tokens one step at a time and
 reproduces the full forward for every attention function, with and without chunking/truncation.
@@ -281,7 +288,7 @@ class MovingAverageGatedAttention(nn.Module):
         table, center = None, 0
         if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
             table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
-        else:  # rotary bias a_i . b_j: two more feature columns of the product
+        else:  # rotary bias a_i . b_j: Z more feature columns of the product q k^T
             pos = torch.arange(chunk, device=q.device)
             a, b = self.rel_pos_bias.factors(pos, pos)  # (C, Z) each
             q = torch.cat([q, a.to(q.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)

@@ -30,6 +30,7 @@ from mega_lra import checkpoint_io as io
 from mega_lra.configuration import ConfigError, MegaConfig
 from mega_lra.layers.block import MegaBlock, run_blocks
 from mega_lra.layers.gated_attention import AttentionState
+from mega_lra.layers.norms import SequenceNorm
 from mega_lra.outputs import (
     BaseModelOutputWithPoolingAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
@@ -333,12 +334,16 @@ def _check_inputs(
 
 
 class MegaModel(MegaPreTrainedModel):
-    """Embeddings -> `num_hidden_layers` Mega blocks -> (pooler). No final norm (as HF)."""
+    """Embeddings -> `num_hidden_layers` Mega blocks -> (final norm) -> (pooler).
+
+    HF has no final norm; `config.final_norm=True` adds the original LRA encoder's."""
 
     def __init__(self, config: MegaConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
         self.embedding_layer = MegaEmbeddings(config)
         self.layers = nn.ModuleList(MegaBlock(config) for _ in range(config.num_hidden_layers))
+        # the original LRA encoder normalises after the last block (pre-norm models); HF does not
+        self.final_norm = SequenceNorm.from_config(config) if config.final_norm else None
         self.pooler = MegaPooler(config) if add_pooling_layer else None
         self.gradient_checkpointing = False
         self.post_init()
@@ -387,6 +392,10 @@ class MegaModel(MegaPreTrainedModel):
             gradient_checkpointing=self.gradient_checkpointing and self.training,
             output_hidden_states=output_hidden_states,
         )
+        if self.final_norm is not None:
+            x = self.final_norm(x, None if attention_mask is None else attention_mask.bool())
+            if hidden is not None:
+                hidden[-1] = x
         pooled = self.pooler(x) if self.pooler is not None else None
         hidden = tuple(hidden) if hidden is not None else None
         if not return_dict:

@@ -488,3 +488,16 @@ def test_simple_bias_keeps_hf_table_and_refuses_lengths_it_cannot_index():
     assert model(torch.randint(0, 37, (1, 8))).last_hidden_state.shape == (1, 8, 16)
     with pytest.raises(ValueError, match="length 9 exceeds what the simple relative"):
         model(torch.randint(0, 37, (1, 9)))
+
+
+def test_final_norm_is_optional_and_off_for_hf():
+    assert "final_norm" not in " ".join(mega_lra.MegaModel(tiny_config()).state_dict())
+    config = tiny_config(final_norm=True, normalization_type="scalenorm")
+    model = perturb_(mega_lra.MegaModel(config)).eval()
+    ids = torch.randint(0, 37, (2, 6))
+    out = model(ids, output_hidden_states=True)
+    x = out.last_hidden_state
+    g = model.final_norm.norm.scalar
+    rms = (x / g).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.hidden_states[-1], x)

@@ -112,14 +112,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.activation = get_activation(config.activation)
         self.init_std = config.initializer_range
 
-        self.norm = SequenceNorm(
-            config.normalization_type,
-            d,
-            eps=config.norm_eps,
-            affine=config.norm_affine,
-            exclude_padding=config.norm_exclude_padding,
-            rmsnorm_hf_compat=config.rmsnorm_hf_compat,
-        )
+        self.norm = SequenceNorm.from_config(config)
         self.ema_gate = MultiDimensionDampedEMA(
             d,
             config.ema_projection_size,

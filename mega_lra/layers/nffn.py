@@ -26,14 +26,7 @@ class NormalizedFeedForwardNetwork(nn.Module):
         self.prenorm = config.normalize_before_ffn
         self.activation = get_activation(config.activation)
         self.init_std = config.initializer_range
-        self.norm = SequenceNorm(
-            config.normalization_type,
-            d,
-            eps=config.norm_eps,
-            affine=config.norm_affine,
-            exclude_padding=config.norm_exclude_padding,
-            rmsnorm_hf_compat=config.rmsnorm_hf_compat,
-        )
+        self.norm = SequenceNorm.from_config(config)
         self.fc1 = nn.Linear(d, f)
         self.fc2 = nn.Linear(f, d)
         self.hidden_dropout = SequenceDropout(

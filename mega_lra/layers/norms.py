@@ -147,6 +147,18 @@ class SequenceNorm(nn.Module):
                 "batchnorm or syncbatchnorm"
             )
 
+    @classmethod
+    def from_config(cls, config) -> SequenceNorm:
+        """The norm a Mega sub-layer of `config` (a MegaConfig) uses, over hidden_size features."""
+        return cls(
+            config.normalization_type,
+            config.hidden_size,
+            eps=config.norm_eps,
+            affine=config.norm_affine,
+            exclude_padding=config.norm_exclude_padding,
+            rmsnorm_hf_compat=config.rmsnorm_hf_compat,
+        )
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) with 1 = real token (only batchnorm looks at it)."""
         if isinstance(self.norm, MaskedBatchNorm):

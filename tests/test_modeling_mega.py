@@ -366,13 +366,19 @@ def test_save_refuses_to_overwrite(tmp_path):
 def test_base_and_head_checkpoints_load_into_each_other(tmp_path):
     mlm = perturb_(mega_lra.MegaForMaskedLM(tiny_config())).eval()
     mlm.save_pretrained(tmp_path / "mlm")
-    with pytest.warns(UserWarning, match="newly initialised.*pooler"):
+    with pytest.warns(UserWarning) as record:
         base = mega_lra.MegaModel.from_pretrained(tmp_path / "mlm")
+    messages = " | ".join(str(w.message) for w in record)
+    assert "newly initialised: ['pooler.dense.bias', 'pooler.dense.weight']" in messages
+    assert "not used by MegaModel: ['dense.bias', 'dense.weight', 'mlm_head.bias'" in messages
     ids = torch.randint(0, 37, (1, 6))
     torch.testing.assert_close(base(ids).last_hidden_state, mlm.mega(ids).last_hidden_state)
     base.save_pretrained(tmp_path / "base")
-    with pytest.warns(UserWarning, match="newly initialised"):
+    with pytest.warns(UserWarning) as record:
         tc = mega_lra.MegaForTokenClassification.from_pretrained(tmp_path / "base", num_labels=4)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "newly initialised: ['classifier.bias', 'classifier.weight']" in messages
+    assert "not used by MegaForTokenClassification: ['pooler.dense.bias'" in messages
     assert tc.classifier.out_features == 4
     torch.testing.assert_close(tc.mega(ids).last_hidden_state, mlm.mega(ids).last_hidden_state)
 

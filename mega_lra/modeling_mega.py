@@ -313,7 +313,7 @@ def _check_inputs(
     if len(shape) != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {shape}")
     if input_ids is not None and input_ids.numel():
-        low, high = int(input_ids.min()), int(input_ids.max())
+        low, high = (int(v) for v in torch.aminmax(input_ids))
         if low < 0 or high >= config.vocab_size:
             raise ValueError(
                 f"input_ids hold ids in [{low}, {high}], outside the vocabulary "
@@ -376,7 +376,9 @@ class MegaModel(MegaPreTrainedModel):
         output_hidden_states = (
             config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
-        use_cache = (config.use_cache if use_cache is None else use_cache) and config.is_decoder
+        if use_cache is None:  # HF's default, except that training builds no state unasked
+            use_cache = config.use_cache and not self.training
+        use_cache = use_cache and config.is_decoder
         if past_key_values is not None and not config.is_decoder:
             raise ValueError("past_key_values need a decoder (config.is_decoder=True)")
         if attention_mask is not None:
@@ -388,7 +390,7 @@ class MegaModel(MegaPreTrainedModel):
             x,
             attention_mask,
             past_key_values,
-            use_cache=use_cache or past_key_values is not None,
+            use_cache=use_cache,
             gradient_checkpointing=self.gradient_checkpointing and self.training,
             output_hidden_states=output_hidden_states,
         )

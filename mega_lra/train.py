@@ -12,27 +12,14 @@ import time
 
 import torch
 
+from mega_lra.bench import mega_fields
 from mega_lra.configuration import MegaConfig
 from mega_lra.layers import MegaBlock, run_blocks
 
 
 def smoke(length: int = 1024, batch: int = 2, layers: int = 2) -> dict[str, float]:
-    config = MegaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        shared_representation_size=64,
-        ema_projection_size=16,
-        nffn_hidden_size=256,
-        num_hidden_layers=layers,
-        use_chunking=True,
-        chunk_size=128,
-        truncation=1024,
-        relative_positional_bias="simple",
-        relative_bias_layout="original",
-        normalization_type="scalenorm",
-        normalize_before_mega=False,
-        normalize_before_ffn=False,
-    )
+    fields = mega_fields("text", length, chunked=True)  # the LRA Text config, chunk 128
+    config = MegaConfig(**{**fields, "num_hidden_layers": layers})
     torch.manual_seed(0)
     blocks = torch.nn.ModuleList(MegaBlock(config) for _ in range(layers))
     x = torch.randn(batch, length, config.hidden_size, requires_grad=True)

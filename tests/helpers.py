@@ -8,7 +8,7 @@ import math
 import torch
 
 from mega_lra.configuration import MegaConfig
-from mega_lra.layers.activations import ELEMENT_ATTENTION, get_activation
+from mega_lra.layers.activations import ELEMENT_ATTENTION
 
 
 def tiny_config(**overrides) -> MegaConfig:
@@ -103,10 +103,6 @@ def naive_attention_layer(layer, x: torch.Tensor) -> torch.Tensor:
     hidden = act(hx + (out * r) @ layer.h_proj.weight.T + layer.h_proj.bias)
     y = residual + u * (hidden - residual)
     return layer.norm(y[None])[0] if not layer.prenorm else y
-
-
-def activation(name: str):
-    return get_activation(name)
 
 
 class TinyLM(torch.nn.Module):

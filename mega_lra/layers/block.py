@@ -52,6 +52,8 @@ def run_blocks(
     """Run x (B, L, D) through the blocks. Returns (x, new states or None, hidden states or None;
     the hidden states start with the input)."""
     use_cache = use_cache or states is not None  # a given state is always carried forward
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(torch.bool)  # once, for every block and sub-layer
     hidden = [x] if output_hidden_states else None
     new_states: list[AttentionState] | None = [] if use_cache else None
     for i, block in enumerate(blocks):

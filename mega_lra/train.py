@@ -1,55 +1,54 @@
-"""Training entry point (`python -m mega_lra.train`, `make train`).
+"""``python -m mega_lra.train [experiment=NAME] [task=NAME] [model=NAME] [key=value ...]``
 
-The Lightning training pipeline is not implemented yet. Until it is, this command does NOT train:
-it runs a short forward/backward smoke of a Mega stack on random data (the LRA Text layer sizes,
-chunk 128) to show the installation works, and says so.
+Composes `conf/train.yaml` with Hydra, then `mega_lra.training.runner.train` fits, validates and
+tests one run into the run dir (`hydra.run.dir`) and writes its `results.json`. `-m` sweeps
+(Hydra multirun) give one run dir per job under the sweep dir. Bad data, a run dir that must not
+be overwritten, or a non-finite loss end with one message and exit status 2 (1 for the loss).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
-import torch
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mega_lra.bench import mega_fields
-from mega_lra.configuration import MegaConfig
-from mega_lra.layers import MegaBlock, run_blocks
-
-
-def smoke(length: int = 1024, batch: int = 2, layers: int = 2) -> dict[str, float]:
-    fields = mega_fields("text", length, chunked=True)  # the LRA Text config, chunk 128
-    config = MegaConfig(**{**fields, "num_hidden_layers": layers})
-    torch.manual_seed(0)
-    blocks = torch.nn.ModuleList(MegaBlock(config) for _ in range(layers))
-    x = torch.randn(batch, length, config.hidden_size, requires_grad=True)
-    target = torch.randn(batch, length, config.hidden_size)
-    start = time.perf_counter()
-    out, _, _ = run_blocks(blocks, x)
-    loss = (out - target).square().mean()
-    loss.backward()
-    seconds = time.perf_counter() - start
-    grad_norm = sum(p.grad.norm().item() ** 2 for p in blocks.parameters()) ** 0.5
-    if not torch.isfinite(out).all() or grad_norm == 0.0:
-        raise RuntimeError("smoke forward/backward produced non-finite outputs or no gradient")
-    return {"seconds": seconds, "loss": loss.item(), "grad_norm": grad_norm}
+from mega_lra.training.callbacks import NonFiniteLossError
+from mega_lra.training.run_dir import RunDirError
+from tasks.errors import DataError
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print(
-        "mega-lra: training is not implemented yet; this is NOT a training run.\n"
-        "Running a forward/backward smoke of a 2-layer Mega-chunk stack (D=128, C=128, L=1024)."
-    )
-    if argv:
-        print(f"(ignoring arguments {argv}: there is no training configuration yet)")
-    result = smoke()
-    print(
-        f"smoke ok: forward+backward {result['seconds']:.3f}s, loss {result['loss']:.4f}, "
-        f"grad norm {result['grad_norm']:.4f}"
-    )
-    return 0
+def run_name(experiment: str | None, task: str, model: str) -> str:
+    """The run dir's folder under `paths.runs_dir`: the experiment name, else `<task>-<model>`."""
+    if experiment not in (None, "None", "null", ""):
+        return str(experiment)
+    return f"{task}-{model}"
+
+
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from mega_lra.training.runner import train  # heavy imports after Hydra parsed the CLI
+
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        cfg.run_dir = hydra_cfg.runtime.output_dir
+        for key in ("task", "model", "experiment"):
+            cfg.run[key] = hydra_cfg.runtime.choices.get(key)
+    try:
+        results = train(cfg)
+    except (DataError, RunDirError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    return results.get("best_val_accuracy")  # what sweepers maximise
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

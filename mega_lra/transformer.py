@@ -39,6 +39,7 @@ class TransformerConfig:
     activation_dropout_prob: float = 0.0
     pad_token_id: int = 1
     scale_embedding: bool = True
+    tie_layer_weights: bool = False
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -96,18 +97,20 @@ class TransformerLayer(nn.Module):
         return self.ffn_norm(x + F.dropout(self.fc2(hidden), drop, self.training))
 
 
-class TransformerEncoder(nn.Module):
-    """Token ids (B, L) -> hidden states (B, L, d); `attention_mask` (B, L) with 1 = keep."""
+class TransformerStack(nn.Module):
+    """Embeddings (B, L, d) -> hidden states (B, L, d): sinusoidal positions, dropout, zeroed
+    padding, then the layers. The LRA classifier feeds it its own input encoder's output."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        d = config.hidden_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
-        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
-        self.layers = nn.ModuleList(
-            TransformerLayer(config) for _ in range(config.num_hidden_layers)
-        )
+        if config.tie_layer_weights:  # fairseq's tie_layer_weights: one layer applied n times
+            layer = TransformerLayer(config)
+            self.layers = nn.ModuleList([layer] * config.num_hidden_layers)
+        else:
+            self.layers = nn.ModuleList(
+                TransformerLayer(config) for _ in range(config.num_hidden_layers)
+            )
         self.reset_parameters()
 
     @torch.no_grad()
@@ -118,25 +121,25 @@ class TransformerEncoder(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.02)
             if isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
-        self.embed_tokens.weight[self.config.pad_token_id].zero_()
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        length = input_ids.size(1)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, d) embeddings (already scaled); attention_mask: (B, L), 1 = keep."""
+        length = x.size(1)
         if length > self.config.max_positions:
             raise ValueError(
                 f"sequence length {length} exceeds max_positions {self.config.max_positions}"
             )
         pad = self.config.pad_token_id
         if attention_mask is None:
-            positions = torch.arange(length, device=input_ids.device) + pad + 1  # (L,)
+            positions = torch.arange(length, device=x.device) + pad + 1  # (L,)
             key_mask = None
         else:
             keep = attention_mask.to(torch.bool)
             positions = torch.where(keep, keep.long().cumsum(dim=1) + pad, pad)  # (B, L)
-            key_mask = keep[:, None, None, :]  # (B, 1, 1, L)
-        x = self.embed_scale * self.embed_tokens(input_ids)
+            # no padding (images): no mask, so SDPA may take a fused (flash) kernel
+            key_mask = None if bool(keep.all()) else keep[:, None, None, :]  # (B, 1, 1, L)
         x = x + sinusoidal_embedding(positions, x.size(-1), pad).to(x.dtype)
         x = F.dropout(x, self.config.dropout_prob, self.training)
         if attention_mask is not None:
@@ -144,3 +147,20 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, key_mask)
         return x
+
+
+class TransformerEncoder(TransformerStack):
+    """Token ids (B, L) -> hidden states (B, L, d); `attention_mask` (B, L) with 1 = keep."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__(config)
+        d = config.hidden_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.reset_parameters()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.embed_scale * self.embed_tokens(input_ids)
+        return super().forward(x, attention_mask)

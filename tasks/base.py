@@ -128,6 +128,16 @@ class Built:
     manifest_path: Path
     cached: bool
 
+    @property
+    def source(self) -> str:
+        """Where the data came from: files | hub | generate."""
+        return self.manifest["source"]["kind"]
+
+    @property
+    def manifest_sha256(self) -> str:
+        """SHA-256 of the manifest file (placeholder until the data identity hash lands)."""
+        return sha256_file(self.manifest_path)
+
     def report(self) -> dict[str, Any]:
         """The one-line JSON summary `tasks.prepare` prints."""
         m = self.manifest

@@ -5,6 +5,10 @@
 (memory-mapped Arrow) on every process. Loaders hand whole batches to `tasks.collate.Collator`
 through `ArrowSplit.__getitems__` (one Arrow gather per batch, no per-row Python objects).
 Train shuffles with a seeded generator; val/test keep order and never drop the last batch.
+
+The train loader is torchdata's `StatefulDataLoader`: its `state_dict()` (which Lightning stores
+in every checkpoint) holds the sampler's permutation and position, so a run resumed mid-epoch
+sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pyarrow as pa
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from tasks.base import Built, Paths, Task
 from tasks.collate import Collator
@@ -95,7 +100,8 @@ class LRADataModule(L.LightningDataModule):
         if self.built is None:
             self.setup()
         generator = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(
+        loader_class = StatefulDataLoader if train else DataLoader
+        return loader_class(
             ArrowSplit(self.built.dataset[split]),
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
@@ -115,3 +121,7 @@ class LRADataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Any split in file order, nothing dropped (evaluating a checkpoint on train, say)."""
+        return self._loader(split, train=False)

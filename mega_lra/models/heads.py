@@ -1,0 +1,38 @@
+"""Pooling and classifier head of the LRA models (original `LRAModel`, `sen_rep_type=mp`).
+
+- `masked_mean_pool`: sum over time of the (already zero-padded) hidden states divided by the
+  true lengths (the original's `src_lengths`, before any chunk padding).
+- `ClassifierHead`: Linear(in, hidden) (Xavier-uniform weight, zero bias) -> dropout -> GELU ->
+  bias-free Linear(hidden, classes). For retrieval, `in` = 2d: the two documents' pooled
+  vectors concatenated (no product or difference features, unlike the original LRA).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_mean_pool(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, L, d) hidden states, (B, L) mask (1 = real) -> (B, d) mean over real positions."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    total = (hidden * mask).sum(dim=1)  # (B, d)
+    count = mask.sum(dim=1) if lengths is None else lengths.to(hidden.dtype).unsqueeze(-1)
+    return total / count.clamp_min(1.0)
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_dim, hidden_dim)
+        self.dropout = dropout
+        self.out = nn.Linear(hidden_dim, num_classes, bias=False)
+        nn.init.xavier_uniform_(self.dense.weight)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(self.dense(pooled), self.dropout, self.training)  # (B, hidden)
+        return self.out(F.gelu(x))  # (B, classes)

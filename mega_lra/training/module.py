@@ -1,0 +1,193 @@
+"""`LRAModule`: the one LightningModule of mega-lra (loss, metrics, optimiser, schedule).
+
+classifier (plain `nn.Module`, `mega_lra.models`) -> logits -> cross-entropy (the original's
+summed NLL / batch size = the batch mean). Metrics are torchmetrics objects per split, logged as
+`train/loss`, `train/acc` (per batch), `val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc`; the
+learning rate as `train/lr` and the gradient norm (before clipping) as `train/grad_norm`.
+
+For exact resume the checkpoint also carries the best validation accuracy so far, the wall time
+spent in fit, and the torch / numpy / random RNG states (Lightning saves none of these); the RNG
+states are restored when training starts, after everything the restore itself draws.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mega_lra.training.loggers import ResumableCSVLogger
+
+EVAL_SPLITS = ("val", "test")
+
+
+def rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states as plain, weights_only-safe objects."""
+    np_state = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_as_tuples(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate needs tuples; a checkpoint round trip may give lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+class LRAModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        *,
+        num_classes: int,
+        total_steps: int | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.total_steps = total_steps
+        self.run_config = dict(run_config or {})
+        self.metrics = nn.ModuleDict(
+            {
+                s: nn.ModuleDict(
+                    {
+                        "acc": MulticlassAccuracy(num_classes, average="micro"),
+                        "loss": MeanMetric(),
+                    }
+                )
+                for s in EVAL_SPLITS
+            }
+        )
+        self.best_val_accuracy: float | None = None
+        self.train_seconds_before = 0.0  # fit wall time of earlier (interrupted) sessions
+        self._fit_started: float | None = None
+        self._pending_rng: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- steps
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch)
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.detach().argmax(dim=-1) == labels).float().mean()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc", acc, on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, torch.Tensor], split: str) -> None:
+        logits = self.model(batch)
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.float(), labels)
+        self.metrics[split]["acc"].update(logits, labels)
+        self.metrics[split]["loss"].update(loss, weight=labels.numel())
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_eval(self, split: str) -> float:
+        acc = self.metrics[split]["acc"].compute()
+        self.log(f"{split}/acc", acc, prog_bar=True, sync_dist=False)
+        self.log(f"{split}/loss", self.metrics[split]["loss"].compute(), sync_dist=False)
+        for metric in self.metrics[split].values():
+            metric.reset()
+        return float(acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._log_eval("val")
+        if self.trainer.sanity_checking:
+            return
+        if self.best_val_accuracy is None or acc > self.best_val_accuracy:
+            self.best_val_accuracy = acc
+        self.log("val/acc_best", self.best_val_accuracy, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    # ------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.model)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        if not self.total_steps:
+            raise ValueError("LRAModule: total_steps must be known to build the lr schedule")
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
+        }
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    # -------------------------------------------------------------------- checkpoint state
+    def on_train_start(self) -> None:
+        self._fit_started = time.perf_counter()
+        if self._pending_rng is not None:
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
+
+    def on_train_end(self) -> None:
+        self.train_seconds_before = self.train_seconds
+        self._fit_started = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent in fit, across resumed sessions."""
+        running = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        return self.train_seconds_before + running
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        csv_rows = None
+        for logger in self.trainer.loggers if self._trainer is not None else []:
+            if isinstance(logger, ResumableCSVLogger):
+                csv_rows = logger.data_rows()  # what a resume from here keeps of metrics.csv
+        checkpoint["mega_lra"] = {
+            "config": self.run_config,
+            "best_val_accuracy": self.best_val_accuracy,
+            "train_seconds": self.train_seconds,
+            "rng_states": rng_states(),
+            "csv_rows": csv_rows,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("mega_lra") or {}
+        self.best_val_accuracy = state.get("best_val_accuracy")
+        self.train_seconds_before = float(state.get("train_seconds", 0.0))
+        self._pending_rng = state.get("rng_states")

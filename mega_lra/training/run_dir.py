@@ -1,0 +1,97 @@
+"""The run directory: what may be written into it, `config.yaml`, and `results.json`.
+
+Layout (`hydra.run.dir`): `config.yaml` (the resolved config), `checkpoints/{last,best}.ckpt`,
+`csv/metrics.csv`, `wandb/` (offline runs), `.hydra/`, `results.json`, `eval/`. A run dir that
+holds results (or checkpoints) is never written into again unless `resume=true`; a finished run
+resumed changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RESULTS = "results.json"
+CONFIG = "config.yaml"
+LAST = Path("checkpoints") / "last.ckpt"
+BEST = Path("checkpoints") / "best.ckpt"
+# Keys that never change what a run computes: left out of the `group` hash, so runs that differ
+# only in these (the seed above all) share a group.
+NOT_IN_GROUP = ("seed", "paths", "resume", "ckpt_path", "logger", "callbacks", "progress", "run")
+NOT_IN_GROUP_NESTED = {"loader": ("num_workers", "pin_memory"), "trainer": ("enable_progress_bar",)}
+
+
+class RunDirError(RuntimeError):
+    """The run dir cannot be used as asked (it holds results, or checkpoints without resume)."""
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_state(run_dir: Path, resume: bool) -> str:
+    """'fresh' (start), 'resume' (continue from last.ckpt) or 'finished' (nothing to do)."""
+    finished = (run_dir / RESULTS).is_file()
+    has_ckpt = (run_dir / LAST).is_file() or (run_dir / BEST).is_file()
+    if resume:
+        if finished:
+            return "finished"
+        return "resume" if (run_dir / LAST).is_file() else "fresh"
+    if finished:
+        raise RunDirError(
+            f"{run_dir} already holds {RESULTS} from a finished run; refusing to overwrite it. "
+            "Use a new run dir (omit hydra.run.dir for a fresh timestamped one), or resume=true "
+            "to leave the finished run as it is"
+        )
+    if has_ckpt:
+        raise RunDirError(
+            f"{run_dir} holds checkpoints of an unfinished run; refusing to overwrite them. "
+            "Continue it with resume=true, or choose another hydra.run.dir"
+        )
+    return "fresh"
+
+
+def group_hash(config: Mapping[str, Any]) -> str:
+    """Hash of the resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`)."""
+    core = {k: v for k, v in config.items() if k not in NOT_IN_GROUP}
+    for key, drop in NOT_IN_GROUP_NESTED.items():
+        if isinstance(core.get(key), Mapping):
+            core[key] = {k: v for k, v in core[key].items() if k not in drop}
+    text = json.dumps(core, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """Commit of the code (with '-dirty' when the tree has changes), or None outside git."""
+    root = cwd or Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / RESULTS).read_text())

@@ -16,9 +16,9 @@ from tests.tasks.conftest import write_pathfinder as write_fixture
 OFFICIAL = "lra_release/lra_release/pathfinder32/curv_contour_length_14"
 
 
-def test_reads_release_layout_and_drops_empty_images(data_dir):
+def test_drop_empty_true_drops_blank_images_and_splits_the_rest(data_dir):
     write_fixture(data_dir / OFFICIAL, n=22, empty=2)
-    built = PathfinderTask(num_proc=1).build(paths_for(data_dir), progress=False)
+    built = PathfinderTask(num_proc=1, drop_empty=True).build(paths_for(data_dir), progress=False)
     rep = built.report()
     assert rep["dropped"] == {"empty_image": 2}
     assert [rep["splits"][s]["rows"] for s in ("train", "val", "test")] == [16, 2, 2]

@@ -32,6 +32,11 @@ channels or an unreadable file is a `DataError` naming the file.
 * ``global``: one mean and (population) std over all samples of the training split after
   dividing by 2**15: inputs of unit variance.
 
+``classes: 35`` is S4's full setting: all 35 word folders (labels in S4's order, `SC35_WORDS`),
+the release's ``validation_list.txt`` / ``testing_list.txt`` for val / test (the rest is train),
+short clips zero-padded to 16000 (counted in ``notes.padded_short_clips``), nothing dropped; the
+same two normalisations (S4 also standardised each time step there).
+
 See docs/data.md for the evidence (S4's ``src/dataloaders/datasets/sc.py``, Mega's
 ``fairseq/data/audio/speech_commands_dataset.py``).
 """
@@ -51,6 +56,14 @@ from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import PAD_ID
 
 SC10_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+# The 35 words of v0.02 in the label order of S4's (and Mega's) 35-class setting.
+SC35_WORDS = [
+    "bed", "cat", "down", "five", "forward", "go", "house", "left", "marvin", "no", "on",
+    "right", "sheila", "tree", "up", "visual", "yes", "backward", "bird", "dog", "eight",
+    "follow", "four", "happy", "learn", "nine", "off", "one", "seven", "six", "stop", "three",
+    "two", "wow", "zero",
+]  # fmt: skip
+LIST_FILES = ("validation_list.txt", "testing_list.txt")  # the release's official val / test
 SPLITS_KINDS = ("s4", "seeded")
 NORMALIZATIONS = ("s4", "global")
 S4_FRACTIONS = [0.7, 0.15, 0.15]
@@ -87,10 +100,8 @@ def _decode_batch(batch: dict[str, list], length: int, sample_rate: int) -> dict
                 f"{path}: {data.shape[0]} samples, expected at most {length} (1 s at "
                 f"{sample_rate} Hz). Fix: use the original Speech Commands v0.02 files"
             )
-        if data.shape[0] < length:
-            short[i] = True
-        else:
-            audio[i] = data[:, 0]
+        short[i] = data.shape[0] < length
+        audio[i, : data.shape[0]] = data[:, 0]  # a short clip is zero-padded (dropped for SC10)
     return {"inputs": audio, "labels": batch["labels"], "short": short}
 
 
@@ -126,6 +137,36 @@ def s4_split(labels: np.ndarray) -> list[np.ndarray]:
         rest, train_size=0.5, random_state=1, shuffle=True, stratify=rest_labels
     )
     return [train, val, test]
+
+
+def read_file_list(path: Path) -> set[str]:
+    """The ``<word>/<file>.wav`` entries of an official list file, each line checked."""
+    entries = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        parts = entry.split("/")
+        if len(parts) != 2 or not parts[1].endswith(".wav"):
+            raise data_error(
+                path,
+                f"expected a <word>/<file>.wav entry, found {entry[:80]!r}",
+                "re-extract speech_commands_v0.02.tar.gz",
+                line=lineno,
+            )
+        entries.add(entry)
+    return entries
+
+
+def official_split(root: Path, paths: list[str]) -> list[np.ndarray]:
+    """[train, val, test] indices of ``paths``: val = in validation_list.txt, test = in
+    testing_list.txt (checked in that order, as S4 did), train = the rest."""
+    val_set, test_set = (read_file_list(root / name) for name in LIST_FILES)
+    where = np.zeros(len(paths), dtype=np.int64)
+    for i, p in enumerate(paths):
+        key = "/".join(Path(p).parts[-2:])
+        where[i] = 1 if key in val_set else 2 if key in test_set else 0
+    return [np.flatnonzero(where == k) for k in range(3)]
 
 
 def audio_stats(ds, scale: float, chunk: int = 512) -> tuple[float, float]:
@@ -195,6 +236,7 @@ class SCRawTask(Task):
     vocab_size: int | None = None
     pad_id: int = PAD_ID
     head: str = "pooled"
+    classes: int = 10
     words: list[str] = field(default_factory=lambda: list(SC10_WORDS))
     sample_rate: int = 16000
     split: str = "s4"
@@ -202,18 +244,36 @@ class SCRawTask(Task):
     seed: int = 42
     normalization: str = "s4"
 
-    NUM_CLASSES: ClassVar[int] = 10
+    NUM_CLASSES: ClassVar[int] = 0  # 10 or 35: checked against task.classes below
     ALLOWED_KINDS: ClassVar[tuple[str, ...]] = ("audio",)
 
     def __post_init__(self) -> None:
         self._check_words()
         self.split_fractions = [float(x) for x in self.split_fractions]
         super().__post_init__()
-        if len(self.words) != self.num_classes or len(set(self.words)) != len(self.words):
+        if self.classes not in (10, 35):
+            raise data_error(
+                "task.classes", f"{self.classes!r} is not valid", "use 10 (SC10) or 35 (all words)"
+            )
+        if self.num_classes != self.classes:
+            raise data_error(
+                "task.num_classes",
+                f"{self.num_classes} differs from task.classes={self.classes}",
+                "set task.classes only (the shipped YAML derives num_classes from it)",
+            )
+        if len(self.words) != 10 or len(set(self.words)) != len(self.words):
             raise data_error(
                 "task.words",
-                f"{self.words} must be {self.num_classes} distinct words",
+                f"{self.words} must be 10 distinct words (the SC10 subset, in label order)",
                 "list each Speech Commands folder name once",
+            )
+        if self.classes == 35 and (self.words != SC10_WORDS or self.split != "s4"):
+            key = "task.words" if self.words != SC10_WORDS else "task.split"
+            raise data_error(
+                key,
+                "applies to the 10-class setting only; task.classes=35 uses all 35 word folders "
+                "and the release's validation_list.txt / testing_list.txt, as S4 did",
+                f"drop the {key} override",
             )
         if self.split not in SPLITS_KINDS:
             raise data_error(
@@ -258,10 +318,16 @@ class SCRawTask(Task):
                 )
         self.words = list(self.words)
 
+    def label_words(self) -> list[str]:
+        """Word folders in label order: ``words`` (SC10) or all 35 words in S4's order."""
+        return list(self.words) if self.classes == 10 else list(SC35_WORDS)
+
     def cache_params(self) -> dict[str, Any]:
         params = super().cache_params()
         if self.split == "s4":  # the seeded split's settings change nothing here
             del params["seed"], params["split_fractions"]
+        if self.classes == 35:
+            params["words"] = self.label_words()
         return params
 
     def search_roots(self, data_dir: Path) -> list[Path]:
@@ -274,7 +340,7 @@ class SCRawTask(Task):
     def files_at(self, root: Path) -> RawSource | None:
         if not root.is_dir():
             return None
-        dirs = [root / w for w in self.words]
+        dirs = [root / w for w in self.label_words()]
         missing = [d.name for d in dirs if not d.is_dir()]
         if len(missing) == len(dirs):
             return None
@@ -282,10 +348,20 @@ class SCRawTask(Task):
             raise data_error(
                 root,
                 f"Speech Commands folder lacks the word folders {', '.join(missing)} "
-                "(from task.words)",
+                + ("(from task.words)" if self.classes == 10 else "(35-class setting)"),
                 "re-extract speech_commands_v0.02.tar.gz into this folder",
             )
-        return RawSource(kind="files", root=root, dirs=dirs)
+        files = []
+        if self.classes == 35:
+            files = [root / name for name in LIST_FILES]
+            absent = [p.name for p in files if not p.is_file()]
+            if absent:
+                raise data_error(
+                    root,
+                    f"the 35-class setting needs the release's {' and '.join(absent)}",
+                    "re-extract speech_commands_v0.02.tar.gz into this folder",
+                )
+        return RawSource(kind="files", root=root, files=files, dirs=dirs)
 
     def how_to_get(self) -> str:
         return (
@@ -295,7 +371,7 @@ class SCRawTask(Task):
 
     def process(self, raw: RawSource, work: Path, progress: bool) -> Processed:
         paths, labels = [], []
-        for label, folder in enumerate(raw.dirs):
+        for label, folder in enumerate(raw.dirs):  # label order = label_words()
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
             if not files:
                 raise data_error(folder, "no *.wav files", "re-extract the archive")
@@ -319,11 +395,21 @@ class SCRawTask(Task):
             fn_kwargs={"length": self.max_length, "sample_rate": self.sample_rate},
         )
         short = column_numpy(decoded, "short")
-        kept = np.flatnonzero(~short)
         decoded = decoded.remove_columns("short")
-        parts, how, seed = self._split(np.asarray(labels)[kept], raw.root)
+        if self.classes == 35:  # official lists; short clips zero-padded, nothing dropped
+            kept = np.arange(len(paths))
+            parts = official_split(raw.root, paths)
+            how, seed = "the release's validation_list.txt / testing_list.txt", None
+            origin = (
+                f"sorted <word>/*.wav of 35 words, short clips zero-padded to {self.max_length}"
+            )
+            dropped, notes = {}, {"padded_short_clips": int(short.sum())}
+        else:
+            kept = np.flatnonzero(~short)
+            parts, how, seed = self._split(np.asarray(labels)[kept], raw.root)
+            origin = f"sorted <word>/*.wav in label order, clips of {self.max_length} samples only"
+            dropped, notes = {"short_clip": int(short.sum())}, {}
         splits, info = {}, {}
-        origin = f"sorted <word>/*.wav in label order, clips of {self.max_length} samples only"
         for s, part in zip(("train", "val", "test"), parts, strict=True):
             rows = kept[np.sort(part)]
             splits[s] = decoded.select(rows)
@@ -335,10 +421,7 @@ class SCRawTask(Task):
             mean, std = audio_stats(splits["train"], scale)
             norm = {"kind": "global", "scale": scale, "mean": mean, "std": std}
         return Processed(
-            splits=splits,
-            split_info=info,
-            dropped={"short_clip": int(short.sum())},
-            normalization=norm,
+            splits=splits, split_info=info, dropped=dropped, normalization=norm, notes=notes
         )
 
     def _split(self, labels: np.ndarray, root: Path | None) -> tuple[list[np.ndarray], str, Any]:

@@ -65,7 +65,9 @@ def _conforms(value, hint) -> bool:
 @pytest.mark.parametrize("name", TASK_NODES)
 def test_task_fields_equal_the_yaml_file_and_have_the_declared_types(name):
     task = load_task(name)  # conf/prepare.yaml with task=<name>, composed by Hydra
-    yaml_node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"))
+    yaml_node = OmegaConf.to_container(
+        OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"), resolve=True
+    )
     hints = typing.get_type_hints(type(task))
     for key, written in yaml_node.items():
         if key.startswith("_"):

@@ -18,7 +18,7 @@ from tasks.collate import Collator
 from tasks.errors import DataError
 from tasks.prepare import load_task, main
 from tasks.sc_raw import SC10_WORDS, SCRawTask, s4_split
-from tests.tasks.conftest import paths_for, write_speech
+from tests.tasks.conftest import paths_for, write_speech, write_speech35
 
 REPO = Path(__file__).resolve().parents[2]
 # The paper's class order (gpu_and_speech_facts.md section 3): labels 0..9.
@@ -243,3 +243,49 @@ def test_prepare_cli_subprocess_on_a_speech_commands_folder(data_dir):
     manifest = json.loads(Path(report["manifest"]).read_text())
     assert manifest["params"]["words"] == PAPER_WORDS
     assert manifest["params"]["split"] == "s4"
+
+
+def test_35_classes_use_the_official_lists_and_pad_short_clips(data_dir):
+    root = write_speech35(data_dir / "speech_commands", per_word=4)
+    task = load_task("sc_raw", ["task.num_proc=1", "task.classes=35"])
+    assert task.num_classes == 35  # follows task.classes in the YAML
+    built = task.build(paths_for(data_dir), progress=False)
+    rep, m = built.report(), built.manifest
+    assert rep["dropped"] == {} and m["notes"] == {"padded_short_clips": 35}
+    # Independent: the pool is the 35 folders in S4's order, files sorted; lists decide.
+    words = task.label_words()
+    assert (words[0], words[16], words[34]) == ("bed", "yes", "zero")
+    files = [f for w in words for f in sorted((root / w).glob("*.wav"))]
+    val = set((root / "validation_list.txt").read_text().split())
+    test = set((root / "testing_list.txt").read_text().split())
+    keys = [f"{f.parent.name}/{f.name}" for f in files]
+    expected = {
+        "val": [i for i, k in enumerate(keys) if k in val],
+        "test": [i for i, k in enumerate(keys) if k in test and k not in val],
+        "train": [i for i, k in enumerate(keys) if k not in val and k not in test],
+    }
+    for split, members in expected.items():
+        assert m["splits"][split]["indices"] == members
+        assert rep["splits"][split]["labels"] == {str(c): len(members) // 35 for c in range(35)}
+    short = expected["train"][0]  # clip 0 of "bed": 12000 samples, zero-padded
+    samples, _ = sf.read(files[short], dtype="int16")
+    assert len(samples) == 12000
+    row = built.dataset["train"][0]
+    assert row["inputs"] == samples.tolist() + [0] * 4000 and row["labels"] == 0
+
+
+def test_35_classes_refuse_10_class_settings_and_need_the_lists(data_dir):
+    with pytest.raises(DataError, match="task.num_classes: 10 differs from task.classes=35"):
+        SCRawTask(classes=35)
+    with pytest.raises(DataError, match="task.words: applies to the 10-class setting only"):
+        SCRawTask(classes=35, num_classes=35, words=[*SC10_WORDS[1:], "zero"])
+    with pytest.raises(DataError, match="task.classes: 20 is not valid"):
+        SCRawTask(classes=20, num_classes=20)
+    root = write_speech35(data_dir / "speech_commands", per_word=3)
+    (root / "testing_list.txt").unlink()
+    task = SCRawTask(classes=35, num_classes=35, num_proc=1)
+    with pytest.raises(DataError, match="needs the release's testing_list.txt"):
+        task.build(paths_for(data_dir), progress=False)
+    (root / "testing_list.txt").write_text("cat/00000002_nohash_0.wav\nnot a path\n")
+    with pytest.raises(DataError, match=r"testing_list.txt:2: expected a <word>/<file>.wav entry"):
+        task.build(paths_for(data_dir), progress=False)

@@ -7,8 +7,11 @@ A task is a dataclass: its fields are exactly the keys of its ``conf/task/<name>
 ``task.build(paths)`` returns a `Built`: the ``datasets.DatasetDict`` (train/val/test) and its
 manifest. The build:
 
-1. resolves ``source`` (``auto``: files if present, else the generator where one exists, else a
-   `DataError` listing every path searched and how to get the data);
+1. resolves ``source``: ``auto`` and ``files`` read the files in the official layout and, when
+   none are found, raise ONE `DataError` listing every path searched and every way out
+   (``download=true``, ``task.source=hub``, ``task.source=generate`` where each exists).
+   Generated data is used only with ``source=generate`` (the ``*_small`` demo tasks set it);
+   ``auto`` never falls back to it;
 2. hashes every preprocessing field plus the source files' fingerprints (name, size, mtime)
    into a cache key; ``<cache_dir>/<name>/<key>/`` holding ``manifest.json`` is reused as is;
 3. otherwise processes into a private ``.tmp-*`` folder with ``datasets.map(batched=True)`` and
@@ -19,6 +22,10 @@ Cached columns: ``input_ids`` (int16 list) or ``input_ids_1``/``input_ids_2`` (r
 token tasks, ``inputs`` (uint8 pixels / int16 audio, fixed length) for signal tasks, and
 ``labels`` (int64). Pixel/audio normalisation happens in `tasks.collate.Collator`, with the
 scale/mean/std recorded in the manifest under ``normalization``.
+
+`Built.manifest_sha256` identifies the data: the SHA-256 of `identity_manifest` (the manifest
+without creation time, pid, build seconds, library version, cache key and absolute paths; with
+source-file hashes, per-split content hashes, parameters, split indices, counts and drops).
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +48,7 @@ from tasks.errors import DataError, data_error
 from tasks.storage import (
     cleanup_on_error,
     column_numpy,
+    dataset_digest,
     listing_digest,
     new_tmp_dir,
     publish_dir,
@@ -56,7 +63,10 @@ SOURCES = ("auto", "files", "hub", "generate")
 INPUT_KINDS = ("tokens", "pixels", "audio")
 HEADS = ("pooled", "retrieval")
 # Bump when the processing code changes what a cache holds.
-CACHE_VERSION = 1
+# 2: per-split content hashes in the manifest; Pathfinder keeps blank images; SC-Raw S4 split.
+CACHE_VERSION = 2
+# Manifest keys that differ between two builds of the same data (time, process, machine).
+VOLATILE_KEYS = ("cache_key", "created_unix", "pid", "build_seconds", "datasets_version")
 
 
 @dataclass
@@ -116,7 +126,39 @@ class Processed:
     splits: dict[str, Dataset]
     split_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
-    normalization: dict[str, float] | None = None
+    normalization: dict[str, Any] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # facts about the data worth keeping
+
+
+def _relative(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` when it lies under it, else its last component."""
+    if root:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def identity_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest without what differs between two builds of the same data.
+
+    Dropped: `VOLATILE_KEYS` (creation time, pid, build seconds, ``datasets`` version, the cache
+    key, which holds file mtimes), the source root, absolute paths (files and folders are named
+    relative to the root) and folder listing digests (they hold mtimes). Kept: task, parameters,
+    source kind and hub id, each source file's relative name, size and SHA-256, per split the
+    rows, label counts, origin, seed, indices and content SHA-256, drops, notes, normalisation.
+    """
+    out = {k: v for k, v in manifest.items() if k not in VOLATILE_KEYS}
+    src = dict(out.get("source") or {})
+    root = src.pop("root", None)
+    src["files"] = [
+        {"name": _relative(f["path"], root), "size": f["size"], "sha256": f["sha256"]}
+        for f in src.get("files", [])
+    ]
+    src["dirs"] = [_relative(d["path"], root) for d in src.get("dirs", [])]
+    out["source"] = src
+    return out
 
 
 @dataclass
@@ -130,13 +172,17 @@ class Built:
 
     @property
     def source(self) -> str:
-        """Where the data came from: files | hub | generate."""
+        """Where the data came from: ``files``, ``hub`` or ``generate``."""
         return self.manifest["source"]["kind"]
 
     @property
     def manifest_sha256(self) -> str:
-        """SHA-256 of the manifest file (placeholder until the data identity hash lands)."""
-        return sha256_file(self.manifest_path)
+        """Identity of the data: SHA-256 of the canonical JSON of `identity_manifest`.
+
+        Equal for two builds of the same data (other folders, cache dirs, machines, times);
+        different when the data's content, a preprocessing parameter or the split changes.
+        """
+        return stable_hash(identity_manifest(self.manifest))
 
     def report(self) -> dict[str, Any]:
         """The one-line JSON summary `tasks.prepare` prints."""
@@ -216,8 +262,40 @@ class Task:
         raise NotImplementedError
 
     def how_to_get(self) -> str:
-        """One or two sentences: where to download the data / which option generates it."""
+        """One sentence: where to download the data by hand and where to extract it."""
         raise NotImplementedError
+
+    def runtime_normalization(self) -> dict[str, Any] | None:
+        """Collator scaling set by task fields (not learned from the data), or None.
+
+        Tasks whose mean/std are plain settings (kept out of the cache key) return them here, so
+        an override such as ``task.mean=0.5`` applies even when the cache is reused.
+        """
+        return None
+
+    def ways_out(self) -> list[str]:
+        """Every way to get this task's data, for the not-found error."""
+        from tasks.download import archive_for
+
+        ways = []
+        arc = archive_for(self.name)
+        if arc is not None:
+            ways.append(
+                f"download=true: python -m tasks.prepare task={self.name} download=true fetches "
+                f"{arc.url} and extracts it into paths.data_dir"
+            )
+        ways.append(f"by hand: {self.how_to_get()}")
+        if self.HUB_ID:
+            ways.append(
+                f"task.source=hub: load {self.HUB_ID} from the Hugging Face hub (or its cache)"
+            )
+        if self.HAS_GENERATOR:
+            ways.append(
+                "task.source=generate: the seeded built-in generator (generated data, never "
+                "comparable with the paper's numbers)"
+            )
+        ways.append("paths.data_dir=DIR: point at the folder that already holds the data")
+        return ways
 
     def generate(self, root: Path, progress: bool) -> None:
         """Write generated raw data in the official layout under ``root``."""
@@ -240,27 +318,19 @@ class Task:
         return {}
 
     def locate(self, paths: Paths, progress: bool = True) -> RawSource:
-        """Resolve ``self.source`` to a `RawSource` (running the generator if needed)."""
+        """Resolve ``self.source`` to a `RawSource` (running the generator only when asked)."""
         if self.source in ("auto", "files"):
             searched = self.search_roots(paths.data_dir)
             for root in searched:
                 raw = self.files_at(root)
                 if raw is not None:
                     return raw
-            if self.source == "files" or not self.HAS_GENERATOR:
-                listing = "\n".join(f"  - {p}" for p in searched)
-                alt = ""
-                if self.HUB_ID:
-                    alt = f" Or use task.source=hub to load {self.HUB_ID} from the HF hub/cache."
-                raise DataError(
-                    f"task {self.name!r}: no raw data found under paths.data_dir="
-                    f"{paths.data_dir}. Searched, in order:\n{listing}\n"
-                    f"Fix: {self.how_to_get()}{alt}"
-                )
-            print(
-                f"[{self.name}] no files found; using the built-in generator "
-                "(set task.source=files to require real data)",
-                file=sys.stderr,
+            listing = "\n".join(f"  - {p}" for p in searched)
+            ways = "\n".join(f"  - {w}" for w in self.ways_out())
+            raise DataError(
+                f"task {self.name!r}: no raw data found under paths.data_dir="
+                f"{paths.data_dir} (task.source={self.source}). Searched, in order:\n{listing}\n"
+                f"Fix, any one of:\n{ways}"
             )
         if self.source == "hub":
             return RawSource(kind="hub", hub_id=self.HUB_ID)
@@ -329,6 +399,9 @@ class Task:
     def _load(self, folder: Path, cached: bool) -> Built:
         manifest_path = folder / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
+        norm = self.runtime_normalization()
+        if norm is not None:  # settings of this run, not of the run that built the cache
+            manifest["normalization"] = norm
         dataset = datasets.load_from_disk(str(folder / "dataset"))
         return Built(dataset, manifest, manifest_path, cached)
 
@@ -349,6 +422,7 @@ class Task:
                 "rows": len(ds),
                 "labels": {str(i): int(c) for i, c in enumerate(counts)},
                 **processed.split_info.get(s, {}),
+                "content_sha256": dataset_digest(ds),
             }
         return {
             "task": self.name,
@@ -358,6 +432,7 @@ class Task:
             "val_is_test": self.val_is_test,
             "splits": splits,
             "dropped": dict(processed.dropped),
+            "notes": dict(processed.notes),
             "normalization": processed.normalization,
             "created_unix": time.time(),
             "datasets_version": datasets.__version__,
@@ -427,7 +502,7 @@ def random_split_indices(n: int, lengths: list[int], seed: int) -> list[np.ndarr
     return out
 
 
-def indices_info(indices: np.ndarray, seed: int, origin: str) -> dict[str, Any]:
+def indices_info(indices: np.ndarray, seed: Any, origin: str) -> dict[str, Any]:
     """Manifest entry for a split defined by indices into a pool."""
     arr = np.asarray(indices, dtype=np.int64)
     return {

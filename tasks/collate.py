@@ -5,7 +5,8 @@ Batches are dicts of tensors:
 * tokens: ``input_ids`` (B, L) long, ``attention_mask`` (B, L) long (1 = real), ``lengths`` (B,),
   ``labels`` (B,)
 * pixels / audio: ``inputs`` (B, L) float32 = ``(x * scale - mean) / std`` (0 at padding),
-  ``attention_mask``, ``lengths``, ``labels``
+  ``attention_mask``, ``lengths``, ``labels``. ``mean`` and ``std`` are numbers, or lists with
+  one value per position (SC-Raw's ``normalization=s4``: per time step statistics)
 * retrieval (two documents): ``input_ids`` (B, 2, L), ``attention_mask`` (B, 2, L),
   ``lengths`` (B, 2), ``labels`` (B,)
 
@@ -85,6 +86,16 @@ class Collator:
         self.pair = pair
         self.norm = dict(normalization or {"scale": 1.0, "mean": 0.0, "std": 1.0})
         self.pixel_tokens = pixel_tokens
+        # Per-position statistics (lists) become float32 vectors; numbers stay scalars.
+        self.per_position = not np.isscalar(self.norm["mean"])
+        if self.per_position:
+            self.mean_vec = np.asarray(self.norm["mean"], dtype=np.float32)
+            self.std_vec = np.asarray(self.norm["std"], dtype=np.float32)
+            if self.mean_vec.shape != self.std_vec.shape or self.mean_vec.ndim != 1:
+                raise ValueError(
+                    f"normalization: mean {self.mean_vec.shape} and std {self.std_vec.shape} "
+                    "must be numbers or two lists of one value per position"
+                )
 
     @classmethod
     def for_task(cls, task: Any, manifest: Mapping[str, Any], pad_to_multiple_of: int) -> Collator:
@@ -111,14 +122,31 @@ class Collator:
         width = round_up(int(lengths.max()), self.multiple)
         n = self.norm
         x = values.astype(np.float32) * np.float32(n["scale"])
-        x = (x - np.float32(n["mean"])) / np.float32(n["std"])
-        inputs = pad_flat(x, lengths, width, 0.0, np.float32)
+        if self.per_position:
+            inputs = self._per_position(x, lengths, width)
+        else:
+            x = (x - np.float32(n["mean"])) / np.float32(n["std"])
+            inputs = pad_flat(x, lengths, width, 0.0, np.float32)
         return {
             "inputs": torch.from_numpy(inputs),
             "attention_mask": self._mask(lengths, width),
             "lengths": torch.from_numpy(lengths),
             "labels": _labels(batch),
         }
+
+    def _per_position(self, x: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+        """Pad scaled values to (B, width), standardise position t with mean[t], std[t]."""
+        n_pos = len(self.mean_vec)
+        if int(lengths.max()) > n_pos:
+            raise ValueError(
+                f"a row of {int(lengths.max())} values is longer than the {n_pos} positions "
+                "the normalisation statistics cover"
+            )
+        inputs = pad_flat(x, lengths, width, 0.0, np.float32)  # (B, width)
+        k = min(width, n_pos)
+        inputs[:, :k] = (inputs[:, :k] - self.mean_vec[:k]) / self.std_vec[:k]
+        inputs[np.arange(width)[None, :] >= lengths[:, None]] = 0.0  # padding stays 0
+        return inputs
 
     def _mask(self, lengths: np.ndarray, width: int) -> torch.Tensor:
         return torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64))

@@ -182,10 +182,14 @@ def safe_extract(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def archive_for(task_name: str) -> Archive | None:
+    """The published archive of a task (``*_small`` demos share their full task's), or None."""
+    return ARCHIVES.get(task_name.removesuffix("_small"))
+
+
 def fetch(task_name: str, data_dir: Path, progress: bool = True) -> str:
     """Download + extract the archive a task needs, unless its folder is already there."""
-    base = task_name.removesuffix("_small")
-    arc = ARCHIVES.get(base)
+    arc = archive_for(task_name)
     if arc is None:
         raise DataError(
             f"task {task_name!r}: no download is known. Fix: it uses the generator "

@@ -164,7 +164,7 @@ class ImageTask(Task):
     def how_to_get(self) -> str:
         return (
             "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it "
-            "into paths.data_dir (python -m tasks.prepare task=image download=true does both)"
+            "into paths.data_dir (giving <data_dir>/cifar-10-batches-py/)"
         )
 
     def process(self, raw: RawSource, work: Path, progress: bool) -> Processed:
@@ -226,6 +226,9 @@ class ImageTask(Task):
     def normalization(self) -> dict[str, float]:
         """Collator scaling: ``(x * scale - mean) / std``."""
         return {"scale": 1 / 255, "mean": self.mean, "std": self.std}
+
+    def runtime_normalization(self) -> dict[str, float]:
+        return self.normalization()
 
 
 def _as_lists(batches: list[dict[str, np.ndarray]]):

@@ -2,7 +2,8 @@
 
 Raw layout: ``listops-1000/basic_{train,val,test}.tsv`` (header ``Source\tTarget``), found under
 ``lra_release/lra_release/``, ``lra_release/``, the S4 suite's ``listops/`` or ``data_dir``
-itself. Without files, ``source=auto|generate`` runs `tasks.generators.listops` (seeded) into
+itself. Without files, ``source=auto`` raises one error listing the paths searched and the ways
+out; only ``source=generate`` runs `tasks.generators.listops` (seeded) into
 ``<data_dir>/generated/<name>-<hash>/listops-1000/`` and reads it with the same reader.
 
 Tokens: the fixed vocabulary of `tasks.tokenizers` (parentheses dropped, ``]`` is its own
@@ -120,9 +121,8 @@ class ListOpsTask(Task):
 
     def how_to_get(self) -> str:
         return (
-            "download https://storage.googleapis.com/long-range-arena/lra_release.gz and extract "
-            "it into paths.data_dir (or move listops-1000 to <data_dir>/listops as S4 does), "
-            "or use task.source=generate for the seeded offline generator"
+            "download https://storage.googleapis.com/long-range-arena/lra_release.gz (8.2 GB) and "
+            "extract it into paths.data_dir (or move listops-1000 to <data_dir>/listops as S4 does)"
         )
 
     def generator_params(self) -> dict[str, Any]:

@@ -10,14 +10,25 @@ searched under ``lra_release/lra_release/``, ``lra_release/``, the S4 suite's ``
 also accepted): one whitespace-separated line per image, field 0 the folder (``imgs/<k>``),
 field 1 the file name, field 3 the label. Files are read in numeric order of ``<k>``.
 
-Without files, ``source=auto|generate`` runs `tasks.generators.pathfinder` into
-``<data_dir>/generated/<name>-<hash>/pathfinder<res>/curv_contour_length_14/``.
+Without files, ``source=auto`` raises one error listing the paths searched and the ways out;
+only ``source=generate`` runs `tasks.generators.pathfinder` (into
+``<data_dir>/generated/<name>-<hash>/pathfinder<res>/curv_contour_length_14/``).
 
-Images are decoded with PIL ``convert("L")`` and cached as uint8; blank images (one value
-everywhere; LRA filters them, S4 blacklists one) are dropped and counted as ``empty_image``.
-The kept images are split 80/10/10 by ``torch.randperm(n, manual_seed(42))`` (first 80%
-train, next 10% val, rest test), as S4/Mega's ``random_split``. The collator normalises with
-``(x / 255 - 0.5) / 0.5`` (Mega), or maps pixel v to token ``3 + v`` with ``input_kind=tokens``.
+Images are decoded with PIL ``convert("L")`` and cached as uint8. Every readable image is kept,
+blank ones included (``drop_empty: false``, the default): S4/Mega's pipeline drops nothing from
+``curv_contour_length_14`` (its one blacklisted blank file is in ``curv_baseline``), and dropping
+even one image changes n, so the seeded permutation reshuffles the whole split and a released
+checkpoint's test images would land in train. The count of blank images is recorded in the
+manifest (``notes.blank_images``); ``drop_empty: true`` drops them (counted as
+``dropped.empty_image``; neither S4 nor LRA did this: LRA's builder skips only zero-byte files).
+An unreadable (e.g. zero-byte), missing or wrongly sized image is an error naming the file and
+its metadata line.
+
+The n images are split by `split_lengths` (val = ``int(0.1 n)``, test = ``int(0.1 n)``, train
+the rest: 160,000 / 20,000 / 20,000 for 200,000) over ``torch.randperm(n, manual_seed(42))``
+(first part train, next val, rest test), as S4/Mega's ``random_split``. The collator normalises
+with ``(x / 255 - 0.5) / 0.5`` (Mega), or maps pixel v to token ``3 + v`` with
+``input_kind=tokens``.
 """
 
 from __future__ import annotations
@@ -98,6 +109,16 @@ def read_metadata(root: Path, files: list[Path]) -> Iterator[dict[str, list]]:
             yield batch
 
 
+def split_lengths(n: int, fractions: list[float]) -> list[int]:
+    """[train, val, test] sizes: val and test are ``int(fraction * n)``, train takes the rest.
+
+    The arithmetic of S4's Pathfinder loader (and so Mega's released splits).
+    """
+    n_val = int(fractions[1] * n)
+    n_test = int(fractions[2] * n)
+    return [n - n_val - n_test, n_val, n_test]
+
+
 def _decode_batch(batch: dict[str, list], side: int) -> dict[str, Any]:
     n = len(batch["path"])
     pixels = np.zeros((n, side * side), dtype=np.uint8)
@@ -144,7 +165,7 @@ class PathfinderTask(Task):
     std: float = 0.5
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 42
-    drop_empty: bool = True
+    drop_empty: bool = False
     gen_samples: int = 200000
     gen_per_folder: int = 1000
 
@@ -201,10 +222,13 @@ class PathfinderTask(Task):
 
     def how_to_get(self) -> str:
         return (
-            "download https://storage.googleapis.com/long-range-arena/lra_release.gz and extract "
-            "it into paths.data_dir (or move the pathfinder folders to <data_dir>/pathfinder/ as "
-            "S4 does), or use task.source=generate for Pathfinder-style generated images"
+            "download https://storage.googleapis.com/long-range-arena/lra_release.gz (8.2 GB) and "
+            "extract it into paths.data_dir (or move the pathfinder folders to "
+            "<data_dir>/pathfinder/ as S4 does)"
         )
+
+    def runtime_normalization(self) -> dict[str, float]:
+        return {"scale": 1 / 255, "mean": self.mean, "std": self.std}
 
     def generator_params(self) -> dict[str, Any]:
         return {
@@ -246,19 +270,26 @@ class PathfinderTask(Task):
         )
         empty = column_numpy(decoded, "empty")
         dropped = {}
-        kept = np.flatnonzero(~empty) if self.drop_empty else np.arange(len(decoded))
         if self.drop_empty:
+            kept = np.flatnonzero(~empty)
             dropped["empty_image"] = int(empty.sum())
-        n = len(kept)
-        n_val = int(self.split_fractions[1] * n)
-        n_test = int(self.split_fractions[2] * n)
-        parts = random_split_indices(n, [n - n_val - n_test, n_val, n_test], self.seed)
+            origin = f"metadata lines in order ({len(decoded)} images), blank images removed"
+        else:
+            kept = np.arange(len(decoded))
+            origin = f"metadata lines in order ({len(decoded)} images, all kept)"
+        lengths = split_lengths(len(kept), self.split_fractions)
+        parts = random_split_indices(len(kept), lengths, self.seed)
         decoded = decoded.remove_columns("empty")
         splits, info = {}, {}
-        origin = f"metadata lines in order ({len(decoded)} images), blank images removed"
+        pct = "/".join(f"{round(100 * f)}" for f in self.split_fractions)
         for s, part in zip(("train", "val", "test"), parts, strict=True):
             rows = np.sort(kept[part])
             splits[s] = decoded.select(rows)
-            info[s] = indices_info(rows, self.seed, f"random_split 80/10/10 of {origin}")
-        norm = {"scale": 1 / 255, "mean": self.mean, "std": self.std}
-        return Processed(splits=splits, split_info=info, dropped=dropped, normalization=norm)
+            info[s] = indices_info(rows, self.seed, f"random_split {pct} of {origin}")
+        return Processed(
+            splits=splits,
+            split_info=info,
+            dropped=dropped,
+            normalization=self.runtime_normalization(),
+            notes={"blank_images": int(empty.sum())},
+        )

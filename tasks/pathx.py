@@ -2,8 +2,9 @@
 
 Same reader, splits and normalisation as `tasks.pathfinder` (this class only changes the
 defaults); raw layout ``pathfinder128/curv_contour_length_14/{imgs,metadata}``. The generator
-also works at 128 px (``source=generate``) for smoke tests and benchmarks; with ``source=auto``
-and no files it is used only after a warning, since generated images are not the benchmark.
+also works at 128 px, but only when asked (``source=generate``, for smoke tests and
+benchmarks): ``source=auto`` without files is an error, since generated images are not the
+benchmark.
 """
 
 from __future__ import annotations

@@ -56,6 +56,10 @@ def summary(built: Built) -> str:
         lines.append(f"  {split:5s} {info['rows']:8d} rows  labels {bal}")
     if rep["dropped"]:
         lines.append("  dropped: " + ", ".join(f"{k}={v}" for k, v in rep["dropped"].items()))
+    notes = built.manifest.get("notes") or {}
+    if notes:
+        lines.append("  notes: " + ", ".join(f"{k}={v}" for k, v in notes.items()))
+    lines.append(f"  data identity (manifest sha256): {built.manifest_sha256}")
     lines.append(f"  manifest: {rep['manifest']}")
     return "\n".join(lines)
 

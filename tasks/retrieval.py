@@ -123,8 +123,8 @@ class RetrievalTask(Task):
 
     def how_to_get(self) -> str:
         return (
-            "download https://storage.googleapis.com/long-range-arena/lra_release.gz and extract "
-            "it into paths.data_dir (or move tsv_data to <data_dir>/aan as S4 does)"
+            "download https://storage.googleapis.com/long-range-arena/lra_release.gz (8.2 GB) and "
+            "extract it into paths.data_dir (or move tsv_data to <data_dir>/aan as S4 does)"
         )
 
     def process(self, raw: RawSource, work: Path, progress: bool) -> Processed:

@@ -113,7 +113,7 @@ class TextTask(Task):
     def how_to_get(self) -> str:
         return (
             "download http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz and extract "
-            "it into paths.data_dir (python -m tasks.prepare task=text download=true does both)"
+            "it into paths.data_dir (giving <data_dir>/aclImdb/)"
         )
 
     def process(self, raw: RawSource, work: Path, progress: bool) -> Processed:

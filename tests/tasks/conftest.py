@@ -115,3 +115,24 @@ def write_speech(folder: Path, per_word: int = 10, short: int = 0, seed: int = 0
             x = np.clip(rng.normal(0, 0.1, n), -1, 1).astype(np.float32)
             sf.write(d / f"{i:08x}_nohash_0.wav", x, 16000, subtype="PCM_16")
     return folder
+
+
+def write_speech35(folder: Path, per_word: int = 3, seed: int = 0) -> Path:
+    """``folder/<word>/*.wav`` for all 35 words (clip 0 of each word short) plus the official
+    ``validation_list.txt`` (clip 1 of each word) and ``testing_list.txt`` (clip 2)."""
+    from tasks.sc_raw import SC35_WORDS
+
+    rng = np.random.default_rng(seed)
+    val, test = [], []
+    for w in SC35_WORDS:
+        d = folder / w
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_word):
+            n = 12000 if i == 0 else 16000
+            x = np.clip(rng.normal(0, 0.1, n), -1, 1).astype(np.float32)
+            name = f"{i:08x}_nohash_0.wav"
+            sf.write(d / name, x, 16000, subtype="PCM_16")
+            (val if i == 1 else test if i == 2 else []).append(f"{w}/{name}")
+    (folder / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (folder / "testing_list.txt").write_text("\n".join(test) + "\n")
+    return folder

@@ -70,3 +70,28 @@ def test_signals_are_normalised_and_padding_is_zero():
     assert batch["inputs"][0].tolist() == pytest.approx([-1.0, 1.0, -0.6, 0.0])
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 0]
     assert batch["lengths"].tolist() == [3]
+
+
+def test_per_position_statistics_standardise_each_position():
+    rows = [
+        {"inputs": np.array([10, -20, 30], np.int16), "labels": 0},
+        {"inputs": np.array([0, 40, -8], np.int16), "labels": 1},
+    ]
+    norm = {"scale": 0.5, "mean": [1.0, -2.0, 3.0], "std": [2.0, 4.0, 0.5]}
+    batch = Collator("audio", pad_to_multiple_of=4, normalization=norm)(rows)
+    assert batch["inputs"].shape == (2, 4)
+    # (x * 0.5 - mean[t]) / std[t], by hand; padding stays 0
+    assert batch["inputs"][0].tolist() == pytest.approx([2.0, -2.0, 24.0, 0.0])
+    assert batch["inputs"][1].tolist() == pytest.approx([-0.5, 5.5, -14.0, 0.0])
+    table = pa.Table.from_pylist(
+        [{"inputs": r["inputs"].tolist(), "labels": r["labels"]} for r in rows]
+    )
+    same = Collator("audio", pad_to_multiple_of=4, normalization=norm)(table)
+    assert torch.equal(same["inputs"], batch["inputs"])
+
+
+def test_rows_longer_than_the_statistics_are_refused():
+    norm = {"scale": 1.0, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    rows = [{"inputs": np.zeros(3, np.int16), "labels": 0}]
+    with pytest.raises(ValueError, match="longer than the 2 positions"):
+        Collator("audio", normalization=norm)(rows)

@@ -94,3 +94,17 @@ def test_settings_are_validated():
         ImageTask(max_length=1000)
     with pytest.raises(DataError, match="task.vocab_size"):
         ImageTask(vocab_size=259)
+
+
+def test_mean_std_overrides_apply_even_when_the_cache_is_reused(data_dir):
+    write_cifar(data_dir / "cifar-10-batches-py", per_batch=20)
+    first = ImageTask(num_proc=1).build(paths_for(data_dir), progress=False)
+    task = ImageTask(num_proc=1, mean=0.5, std=0.25)
+    again = task.build(paths_for(data_dir), progress=False)
+    assert again.cached  # mean/std are not in the cache key ...
+    assert again.manifest["normalization"] == {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
+    row = again.dataset["train"][0]
+    batch = Collator.for_task(task, again.manifest, 0)([row])
+    expected = (np.asarray(row["inputs"], np.float32) / 255 - 0.5) / 0.25
+    assert np.allclose(batch["inputs"][0].numpy(), expected, atol=1e-6)  # ... but they apply
+    assert again.manifest_sha256 != first.manifest_sha256  # and they are part of the identity

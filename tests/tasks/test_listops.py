@@ -239,19 +239,14 @@ def test_generate_source_builds_the_small_demo_task(data_dir):
     assert max(len(r) for r in built.dataset["train"]["input_ids"]) <= 64
 
 
-def test_auto_falls_back_to_the_generator_only_without_files(data_dir, capsys):
-    task = _task(
-        source="auto",
-        gen_rows={"train": 20, "val": 5, "test": 5},
-        gen_max_depth=4,
-        gen_max_args=3,
-        gen_min_length=3,
-        gen_max_length=30,
-    )
-    assert task.build(paths_for(data_dir), progress=False).report()["source"] == "generate"
-    assert "using the built-in generator" in capsys.readouterr().err
+def test_auto_reads_files_and_never_generates(data_dir):
+    task = _task(source="auto", gen_rows={"train": 20, "val": 5, "test": 5})
+    with pytest.raises(DataError, match="no raw data found"):
+        task.build(paths_for(data_dir), progress=False)
+    assert not (data_dir / "generated").exists()  # nothing generated behind the user's back
+    assert not (data_dir / ".cache").exists()
     write_fixture(data_dir / "listops")
-    assert task.build(paths_for(data_dir), progress=False).report()["source"] == "files"
+    assert task.build(paths_for(data_dir), progress=False).source == "files"
 
 
 def test_invalid_settings_are_refused_with_the_key():

@@ -8,17 +8,18 @@ import torch
 
 from tasks.errors import DataError
 from tasks.generators.pathfinder import PathfinderSpec, render, write_pathfinder
-from tasks.pathfinder import PathfinderTask
+from tasks.pathfinder import PathfinderTask, split_lengths
 from tasks.pathx import PathXTask
+from tasks.prepare import load_task
 from tests.tasks.conftest import paths_for
 from tests.tasks.conftest import write_pathfinder as write_fixture
 
 OFFICIAL = "lra_release/lra_release/pathfinder32/curv_contour_length_14"
 
 
-def test_reads_release_layout_and_drops_empty_images(data_dir):
+def test_drop_empty_true_drops_blank_images_and_splits_the_rest(data_dir):
     write_fixture(data_dir / OFFICIAL, n=22, empty=2)
-    built = PathfinderTask(num_proc=1).build(paths_for(data_dir), progress=False)
+    built = PathfinderTask(num_proc=1, drop_empty=True).build(paths_for(data_dir), progress=False)
     rep = built.report()
     assert rep["dropped"] == {"empty_image": 2}
     assert [rep["splits"][s]["rows"] for s in ("train", "val", "test")] == [16, 2, 2]
@@ -28,6 +29,42 @@ def test_reads_release_layout_and_drops_empty_images(data_dir):
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(42)).numpy()
     assert built.manifest["splits"]["test"]["indices"] == sorted(kept[perm[18:]].tolist())
     assert len(built.dataset["train"][0]["inputs"]) == 1024
+
+
+@pytest.mark.parametrize("name", ["pathfinder", "pathx", "pathfinder_small"])
+def test_blank_images_are_kept_by_default(name):
+    assert load_task(name).drop_empty is False
+    assert PathfinderTask().drop_empty is False
+
+
+def test_blank_images_keep_n_and_the_seed_42_split_of_all_images(data_dir):
+    write_fixture(data_dir / OFFICIAL, n=30, empty=3)  # images 0, 1, 2 are blank
+    built = load_task("pathfinder", ["task.num_proc=1"]).build(paths_for(data_dir), progress=False)
+    m = built.manifest
+    assert built.report()["dropped"] == {}
+    assert m["notes"] == {"blank_images": 3}
+    # S4/Mega: random_split(range(30), [24, 3, 3], generator=manual_seed(42))
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(42)).tolist()
+    expected = {"train": perm[:24], "val": perm[24:27], "test": perm[27:]}
+    for split, members in expected.items():
+        assert m["splits"][split]["indices"] == sorted(members)
+        assert m["splits"][split]["rows"] == len(members)
+    for blank in (0, 1, 2):  # each blank image is in its split, as decoded (all zero)
+        split = next(s for s, members in expected.items() if blank in members)
+        row = m["splits"][split]["indices"].index(blank)
+        assert set(built.dataset[split][row]["inputs"]) == {0}
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"),
+    [
+        (200000, [160000, 20000, 20000]),  # the LRA release: nothing dropped
+        (199999, [160001, 19999, 19999]),  # one image dropped shifts every size
+        (30, [24, 3, 3]),
+    ],
+)
+def test_split_lengths_are_s4s_arithmetic(n, sizes):
+    assert split_lengths(n, [0.8, 0.1, 0.1]) == sizes
 
 
 def test_split_is_identical_on_rebuild(data_dir):

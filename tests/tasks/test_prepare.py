@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from tasks.base import Task
 from tasks.prepare import CONF_DIR, compose_config, load_task, main, make_task
@@ -35,6 +38,49 @@ def test_task_node_instantiates_a_real_class_with_matching_fields(name):
     assert (task.vocab_size is None) == (task.input_kind != "tokens")
     assert isinstance(task.val_is_test, bool)
     assert cfg.paths.cache_dir.endswith(".cache")
+
+
+def _conforms(value, hint) -> bool:
+    """Whether ``value`` has the type the dataclass field declares (bool is not an int)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
+    if origin is dict:
+        key, val = typing.get_args(hint)
+        return isinstance(value, dict) and all(
+            _conforms(k, key) and _conforms(v, val) for k, v in value.items()
+        )
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+@pytest.mark.parametrize("name", TASK_NODES)
+def test_task_fields_equal_the_yaml_file_and_have_the_declared_types(name):
+    task = load_task(name)  # conf/prepare.yaml with task=<name>, composed by Hydra
+    yaml_node = OmegaConf.to_container(
+        OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"), resolve=True
+    )
+    hints = typing.get_type_hints(type(task))
+    for key, written in yaml_node.items():
+        if key.startswith("_"):
+            continue
+        value = getattr(task, key)
+        assert value == written, f"{name}.yaml: {key}"
+        assert _conforms(value, hints[key]), f"{name}: task.{key}={value!r} is not {hints[key]}"
+
+
+def test_sc_words_are_the_paper_words_as_strings():
+    words = load_task("sc_raw").words
+    assert words == ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    assert all(type(w) is str for w in words)
 
 
 def test_paper_lengths_and_classes():

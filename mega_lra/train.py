@@ -12,22 +12,15 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from mega_lra.training.callbacks import NonFiniteLossError
+from mega_lra.training.config import fill_run_info, register_resolvers
 from mega_lra.training.run_dir import RunDirError
 from tasks.errors import DataError
 
 
-def run_name(experiment: str | None, task: str, model: str) -> str:
-    """The run dir's folder under `paths.runs_dir`: the experiment name, else `<task>-<model>`."""
-    if experiment not in (None, "None", "null", ""):
-        return str(experiment)
-    return f"{task}-{model}"
-
-
-if not OmegaConf.has_resolver("run_name"):
-    OmegaConf.register_new_resolver("run_name", run_name)
+register_resolvers()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -35,10 +28,7 @@ def main(cfg: DictConfig) -> float | None:
     from mega_lra.training.runner import train  # heavy imports after Hydra parsed the CLI
 
     hydra_cfg = HydraConfig.get()
-    with open_dict(cfg):
-        cfg.run_dir = hydra_cfg.runtime.output_dir
-        for key in ("task", "model", "experiment"):
-            cfg.run[key] = hydra_cfg.runtime.choices.get(key)
+    fill_run_info(cfg, hydra_cfg.runtime.choices, hydra_cfg.runtime.output_dir)
     try:
         results = train(cfg)
     except (DataError, RunDirError, ValueError) as err:

@@ -115,6 +115,13 @@ class MegaClassifier(LRAClassifier):
         **mega_fields: Any,
     ) -> None:
         fields = dict(mega_fields)
+        known = set(MegaConfig().to_dict()) - {"model_type", "vocab_size", "pad_token_id"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(
+                f"model.{unknown[0]}: not a MegaConfig field (see mega_lra/configuration.py); "
+                "check the spelling"
+            )
         # a pre-norm stack ends with a norm (the original LRA encoder's final_norm)
         fields.setdefault("final_norm", bool(fields.get("normalize_before_mega", True)))
         config = MegaConfig(vocab_size=vocab_size or 1, pad_token_id=pad_id, **fields)

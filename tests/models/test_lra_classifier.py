@@ -1,0 +1,191 @@
+"""The LRA classifiers (original `LRAModel` + `MegaLRAEncoder`): pooling, head, encoders,
+padding invariance, retrieval, and the Transformer baseline's masking."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mega_lra.models import (
+    MegaClassifier,
+    RealNumberEncoder,
+    TokenEncoder,
+    TransformerClassifier,
+    count_parameters,
+    masked_mean_pool,
+)
+from tests.helpers import perturb_
+
+MEGA = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    intermediate_size=32,
+    nffn_hidden_size=32,
+    shared_representation_size=8,
+    ema_projection_size=4,
+    truncation=None,
+    relative_positional_bias="simple",
+    relative_bias_layout="original",
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+)
+XFM = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    ffn_hidden_size=24,
+    dropout_prob=0.0,
+    attention_dropout_prob=0.0,
+)
+
+
+def build(kind, input_kind="tokens", head="pooled", **overrides):
+    common = dict(num_classes=3, input_kind=input_kind, head=head, max_positions=64)
+    if input_kind == "tokens":
+        common["vocab_size"] = 30
+    if kind == "transformer":
+        model = TransformerClassifier(**common, **{**XFM, **overrides})
+    else:
+        chunk = dict(use_chunking=True, chunk_size=8) if kind == "mega_chunk" else {}
+        fields = {**MEGA, **chunk, **overrides}
+        model = MegaClassifier(**common, **fields)
+    model = model.double().eval()
+    perturb_(model)  # away from the init's special values (zero biases, unit norms)
+    return model
+
+
+def batch_of(rows, input_kind="tokens", width=None):
+    """Right-padded batch from a list of 1-D tensors, as tasks.collate makes it."""
+    lengths = torch.tensor([len(r) for r in rows])
+    width = width or int(lengths.max())
+    mask = (torch.arange(width)[None] < lengths[:, None]).long()
+    if input_kind == "tokens":
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+    else:
+        x = torch.zeros(len(rows), width, dtype=torch.float64)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = r
+    key = "input_ids" if input_kind == "tokens" else "inputs"
+    return {key: x, "attention_mask": mask, "lengths": lengths}
+
+
+def test_masked_mean_pool_averages_real_positions_only():
+    hidden = torch.randn(3, 7, 5, dtype=torch.float64)
+    lengths = torch.tensor([7, 3, 1])
+    mask = (torch.arange(7)[None] < lengths[:, None]).long()
+    pooled = masked_mean_pool(hidden * mask[..., None], mask, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        expected = sum(hidden[i, t] for t in range(n)) / n
+        torch.testing.assert_close(pooled[i], expected)
+
+
+@pytest.mark.parametrize("kind", ["mega", "mega_chunk", "transformer"])
+@pytest.mark.parametrize("input_kind", ["tokens", "pixels"])
+def test_padding_does_not_change_logits(kind, input_kind):
+    torch.manual_seed(0)
+    model = build(kind, input_kind)
+    if input_kind == "tokens":
+        rows = [torch.randint(3, 30, (n,)) for n in (21, 13, 5)]
+    else:
+        rows = [torch.randn(n, dtype=torch.float64) for n in (21, 13, 5)]
+    padded = model(batch_of(rows, input_kind, width=32))  # 32: more padding than needed
+    for i, r in enumerate(rows):
+        alone = model(batch_of([r], input_kind))
+        torch.testing.assert_close(padded[i], alone[0], rtol=1e-10, atol=1e-10)
+
+
+def test_mega_classifier_is_encoder_backbone_mean_pool_then_head():
+    torch.manual_seed(1)
+    model = build("mega", normalize_before_mega=True, normalize_before_ffn=True)
+    assert model.backbone.final_norm is not None  # pre-norm -> the original's final norm
+    batch = batch_of([torch.randint(3, 30, (n,)) for n in (12, 7)])
+    ids, mask, lengths = batch["input_ids"], batch["attention_mask"], batch["lengths"]
+    # independent composition from the layers: no positions, no scaling of the embedding
+    x = model.encoder.embed.weight[ids] * mask[..., None]
+    for block in model.backbone.layers:
+        x, _ = block(x, mask.bool())
+    x = model.backbone.final_norm(x, mask.bool()) * mask[..., None]
+    pooled = x.sum(1) / lengths[:, None]
+    head = model.classifier
+    expected = F.gelu(pooled @ head.dense.weight.T + head.dense.bias) @ head.out.weight.T
+    torch.testing.assert_close(model(batch), expected, rtol=1e-10, atol=1e-12)
+    assert head.out.bias is None
+
+
+def test_retrieval_concatenates_the_two_documents_of_the_shared_encoder():
+    torch.manual_seed(2)
+    model = build("mega_chunk", head="retrieval")
+    docs1 = [torch.randint(3, 30, (n,)) for n in (17, 9)]
+    docs2 = [torch.randint(3, 30, (n,)) for n in (6, 20)]
+    b1, b2 = batch_of(docs1, width=24), batch_of(docs2, width=24)
+    pair = {k: torch.stack([b1[k], b2[k]], dim=1) for k in b1}  # (B, 2, L) as the collator
+    u = model.encode(b1["input_ids"], b1["attention_mask"], b1["lengths"])
+    v = model.encode(b2["input_ids"], b2["attention_mask"], b2["lengths"])
+    expected = model.classifier(torch.cat([u, v], dim=-1))
+    torch.testing.assert_close(model(pair), expected, rtol=1e-12, atol=1e-12)
+    assert model.classifier.dense.in_features == 2 * 16
+
+
+def test_encoders():
+    torch.manual_seed(3)
+    real = RealNumberEncoder(6).double()
+    x = torch.randn(2, 5, dtype=torch.float64)
+    torch.testing.assert_close(real(x), x[..., None] * real.weight + real.bias)
+    tokens = TokenEncoder(4000, 256, pad_id=0)
+    weight = tokens.embed.weight.detach()
+    assert torch.all(weight[0] == 0)
+    assert weight[1:].std().item() == pytest.approx(256**-0.5, rel=0.02)  # N(0, d^-1/2)
+    assert torch.equal(tokens(torch.tensor([[5, 0]]))[0, 0], weight[5])  # no sqrt(d) scaling
+    fairseq_style = TokenEncoder(10, 16, std=0.02, scale=math.sqrt(16))
+    assert torch.equal(fairseq_style(torch.tensor([3]))[0], 4 * fairseq_style.embed.weight[3])
+
+
+def test_transformer_attends_to_zero_valued_pixels_but_not_to_padding():
+    torch.manual_seed(4)
+    model = build("transformer", "pixels")
+    x = torch.randn(1, 10, dtype=torch.float64)
+    x[0, 3] = 0.0  # a black pixel is data, not padding
+    x.requires_grad_(True)
+    batch = {"inputs": x, "attention_mask": torch.ones(1, 10, dtype=torch.long)}
+    hidden = model.backbone(model.encoder(x), batch["attention_mask"])
+    (grad,) = torch.autograd.grad(hidden[0, 7].sum(), x)
+    assert grad[0, 3].abs() > 0  # position 7 sees the zero pixel
+    mask = torch.ones(1, 10, dtype=torch.long)
+    mask[0, 8:] = 0
+    hidden = model.backbone(model.encoder(x), mask)
+    (grad,) = torch.autograd.grad(hidden[0, :8].sum(), x)
+    assert torch.all(grad[0, 8:] == 0)  # padding reaches no real position
+
+
+def test_every_parameter_gets_a_gradient():
+    # DDP without find_unused_parameters needs this
+    for kind in ("mega", "mega_chunk", "transformer"):
+        model = build(kind).train()
+        batch = batch_of([torch.randint(3, 30, (n,)) for n in (20, 11)])
+        model(batch).sum().backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not missing, (kind, missing)
+
+
+def test_parameter_counts():
+    model = build("mega")
+    embedding = model.encoder.embed.weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    assert count_parameters(model) == total
+    assert count_parameters(model, exclude_token_embedding=True) == total - embedding
+    tied = build("transformer", tie_layer_weights=True)
+    untied = build("transformer")
+    layer = sum(p.numel() for p in untied.backbone.layers[0].parameters())
+    assert count_parameters(untied) - count_parameters(tied) == layer  # one shared layer
+
+
+def test_unknown_model_keys_are_named():
+    with pytest.raises(ValueError, match="model.chunk_sise"):
+        MegaClassifier(num_classes=2, vocab_size=10, chunk_sise=8)
+    with pytest.raises(ValueError, match="model.truncation"):
+        TransformerClassifier(num_classes=2, vocab_size=10, truncation=8)
+    with pytest.raises(ValueError, match="model.vocab_size"):
+        MegaClassifier(num_classes=2, input_kind="tokens", vocab_size=None)

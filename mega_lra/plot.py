@@ -315,7 +315,8 @@ def output_path(out: Path | None, dirs: Sequence[Path], name: str, force: bool) 
 def save(fig: Figure, path: Path, force: bool) -> Path:
     """Writes the PNG; without `force` never replaces a file (exclusive create)."""
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf, dpi=110)
+    FigureCanvasAgg(fig)  # attaches the Agg canvas to the figure
+    fig.savefig(buf, format="png", dpi=110)
     path.parent.mkdir(parents=True, exist_ok=True)
     if force:
         tmp = path.with_name(f".{path.name}.tmp")

@@ -35,12 +35,12 @@ from mega_lra.table import (
     TASK_LABELS,
     Paper,
     ResultsError,
-    _x_label,
     ablation_series,
     group_runs,
     load_paper,
     load_runs,
     read_run,
+    x_label,
 )
 
 
@@ -154,7 +154,7 @@ def draw_ablation(panels: Sequence[Panel]) -> Figure:
                 color=colors.get(line.task, "0.3"),
                 label=line.label,
             )
-        ax.set_xticks(range(len(panel.xs)), [_x_label(x, panel.axis) for x in panel.xs])
+        ax.set_xticks(range(len(panel.xs)), [x_label(x, panel.axis) for x in panel.xs])
         ax.set_xlabel(AXES[panel.axis])
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)

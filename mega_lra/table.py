@@ -861,7 +861,7 @@ SHORT = {
 }
 
 
-def _x_label(x: int, axis: str) -> str:
+def x_label(x: int, axis: str) -> str:
     return "full" if axis == "chunk_size" and x == -1 else str(x)
 
 
@@ -896,7 +896,7 @@ def ablation_series(
             defaults = {-1, settings["chunk_size"]["mega_chunk"].get(task, 128)}
         else:
             defaults = {settings["ema_projection_size"]}
-        tag = ", ".join(f"{SHORT[k]}={_x_label(v, k)}" for k, v in fixed.items())
+        tag = ", ".join(f"{SHORT[k]}={x_label(v, k)}" for k, v in fixed.items())
         label = f"{_label(task, TASK_LABELS)} ({tag})"
         if set(by_x) <= defaults:
             only_default.append(label)
@@ -904,7 +904,7 @@ def ablation_series(
         cells = {}
         for x in sorted(by_x, key=lambda x: (x == -1, x)):  # full attention last
             cells[x] = choose(by_x[x])
-            where = f"{label}, {SHORT[axis]}={_x_label(x, axis)}"
+            where = f"{label}, {SHORT[axis]}={x_label(x, axis)}"
             _cell_notes(where, cells[x], _label(task, TASK_LABELS), notes)
         refs: dict[int, PaperValue] = {}
         in_setting = (
@@ -946,7 +946,7 @@ def build_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) 
                 f"ablation_{'chunk' if axis == 'chunk_size' else 'ema'}",
                 f"Accuracy (%) vs {AXES[axis]}, Mega / Mega-chunk (paper: Figure 4)",
                 "Task (fixed settings)",
-                [(str(x), _x_label(x, axis)) for x in ordered],
+                [(str(x), x_label(x, axis)) for x in ordered],
                 rows,
                 notes,
                 generated=not compare,

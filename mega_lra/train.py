@@ -19,7 +19,6 @@ from mega_lra.training.config import fill_run_info, register_resolvers
 from mega_lra.training.run_dir import RunDirError
 from tasks.errors import DataError
 
-
 register_resolvers()
 
 

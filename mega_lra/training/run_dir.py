@@ -23,7 +23,17 @@ LAST = Path("checkpoints") / "last.ckpt"
 BEST = Path("checkpoints") / "best.ckpt"
 # Keys that never change what a run computes: left out of the `group` hash, so runs that differ
 # only in these (the seed above all) share a group.
-NOT_IN_GROUP = ("seed", "paths", "resume", "ckpt_path", "logger", "callbacks", "progress", "run")
+NOT_IN_GROUP = (
+    "seed",
+    "paths",
+    "resume",
+    "ckpt_path",
+    "logger",
+    "callbacks",
+    "progress",
+    "run",
+    "run_dir",
+)
 NOT_IN_GROUP_NESTED = {"loader": ("num_workers", "pin_memory"), "trainer": ("enable_progress_bar",)}
 
 

@@ -74,9 +74,7 @@ def _common_mega_recipe(cfg):
 @pytest.mark.parametrize("model", ["mega", "mega_chunk"])
 def test_lra_experiments_hold_the_papers_recipe(task, model):
     cfg = compose([f"experiment=lra/{model}/{task}"])
-    layers, d, v, z, trunc, attn, norm, pre, drop, lr, wd, batch, warm, total, power = RECIPES[
-        task
-    ]
+    layers, d, v, z, trunc, attn, norm, pre, drop, lr, wd, batch, warm, total, power = RECIPES[task]
     m = cfg.model
     assert cfg.run.task == task and cfg.task.name == task
     assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size) == (layers, d, v)

@@ -60,7 +60,6 @@ class MegaPreTrainedModel(nn.Module):
     base_model_prefix = "mega"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["MegaBlock"]
     _tied_head: str | None = None  # attribute holding the LM head tied to the word embeddings
 
     def __init__(self, config: MegaConfig) -> None:

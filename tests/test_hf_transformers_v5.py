@@ -136,6 +136,18 @@ def test_auto_model_classes_return_mega_lra_models(v5, name):
     torch.testing.assert_close(tensors[f"auto.{name}"], out[key])
 
 
+def test_auto_classes_pass_dtype_through(v5):
+    _, report, _ = v5
+    _no_error(report, "auto_dtype")
+    assert report["auto_dtype"] == {
+        "float16": "torch.float16",
+        "saved_torch_dtype": "float16",
+        "auto": "torch.float16",  # dtype="auto" (v5's name) and torch_dtype="auto" read config.json
+        "legacy_auto": "torch.float16",
+        "default": "torch.float32",  # mega-lra keeps transformers 4.x's default
+    }
+
+
 def _logits(work: Path, name: str, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return _load(work, name)(torch.tensor([ids])).logits[0]

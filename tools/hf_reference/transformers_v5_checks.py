@@ -131,6 +131,22 @@ def main(work: Path) -> None:
             key = {"model": "last_hidden_state", "qa": "start_logits"}.get(name, "logits")
             TENSORS[f"auto.{name}"] = out[key].contiguous()
 
+    @step("auto_dtype")
+    def _auto_dtype():
+        half = transformers.AutoModel.from_pretrained(folders["model"], dtype=torch.float16)
+        half.save_pretrained(work / "half_saved")
+        saved = json.loads((work / "half_saved" / "config.json").read_text())
+        auto = transformers.AutoModel.from_pretrained(work / "half_saved", dtype="auto")
+        legacy = transformers.AutoModel.from_pretrained(work / "half_saved", torch_dtype="auto")
+        default = transformers.AutoModel.from_pretrained(work / "half_saved")
+        REPORT["auto_dtype"] = {
+            "float16": str(half.dtype),
+            "saved_torch_dtype": saved.get("torch_dtype"),
+            "auto": str(auto.dtype),
+            "legacy_auto": str(legacy.dtype),
+            "default": str(default.dtype),
+        }
+
     # ------------------------------------------------------------------ pipelines
     REPORT["pipelines"] = {}
 

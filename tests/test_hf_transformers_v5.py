@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,9 @@ def v5(tmp_path_factory):
         hf_reference.ensure_env(spec=hf_reference.TRANSFORMERS_V5)
     except hf_reference.HFReferenceError as err:
         pytest.skip(f"transformers v5 could not be installed in its own env here: {err}")
-    shared = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    # under pytest-xdist each worker has its own basetemp inside this session's folder
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     work = shared / "transformers-v5-checks"
     with open(shared / "transformers-v5-checks.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

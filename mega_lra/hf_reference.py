@@ -12,8 +12,14 @@ is standard library only: importing it never imports torch or transformers.
 - :func:`run_reference` runs one of the scripts in ``tools/hf_reference/`` with that python and
   raises :class:`HFReferenceError` with the script's stderr when it fails.
 
-Command line: ``python -m mega_lra.hf_reference [--rebuild]`` builds (or checks) the env and
-prints its python.
+A second env, :data:`TRANSFORMERS_V5` (``<repo>/.cache/hf-transformers-5.24.0``: transformers
+v5, which has no Mega, plus accelerate for its ``Trainer``), is where ``mega_lra.hf_auto``'s
+registration with the Auto classes is exercised; the project is put on its ``PYTHONPATH`` by
+:func:`run_in_env`, not installed into it. Both envs share the build, lock and stamp logic: pass
+``spec=TRANSFORMERS_V5`` to :func:`ensure_env`.
+
+Command line: ``python -m mega_lra.hf_reference [--rebuild] [--env reference|transformers-v5]``
+builds (or checks) an env and prints its python.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 TRANSFORMERS_VERSION = "4.41.2"
@@ -53,6 +60,49 @@ _PROBE = (
     "from transformers import MegaConfig, MegaModel; "
     "print(transformers.__version__, torch.__version__, numpy.__version__)"
 )
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A cached virtual env: its folder name under ``.cache/``, what pip installs (torch first,
+    alone, so the local CPU wheel is taken), and the import check that must pass after."""
+
+    name: str
+    torch: str
+    requirements: tuple[str, ...]
+    probe: str
+    what: str
+
+
+def reference_spec() -> EnvSpec:
+    """The transformers-4.41.2 reference env (read from the module constants at call time)."""
+    return EnvSpec(
+        ENV_NAME, TORCH_REQUIREMENT, REQUIREMENTS, _PROBE, f"transformers-{TRANSFORMERS_VERSION}"
+    )
+
+
+TRANSFORMERS_V5_VERSION = "5.24.0"
+# transformers v5 (no Mega) with the huggingface_hub >= 1 that datasets 5 also uses, and
+# accelerate, which v5's Trainer needs. Pinned so a rebuild gives the same env.
+TRANSFORMERS_V5 = EnvSpec(
+    name=f"hf-transformers-{TRANSFORMERS_V5_VERSION}",
+    torch=TORCH_REQUIREMENT,
+    requirements=(
+        f"transformers=={TRANSFORMERS_V5_VERSION}",
+        "accelerate==1.15.0",
+        "tokenizers==0.23.3",
+        "huggingface-hub==2.4.0",
+        "safetensors==0.8.0",
+        "numpy==2.4.6",
+    ),
+    probe=(
+        "import torch, transformers, accelerate, tokenizers, safetensors; "
+        "assert int(transformers.__version__.split('.')[0]) >= 5, transformers.__version__; "
+        "print(transformers.__version__, torch.__version__)"
+    ),
+    what=f"transformers-{TRANSFORMERS_V5_VERSION}",
+)
+
 STAMP_NAME = ".mega-lra-complete.json"
 _PIP_TAIL_LINES = 40
 
@@ -66,34 +116,42 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def env_dir(root: Path | str | None = None) -> Path:
-    """Where the reference env lives: ``<root>/.cache/hf-reference-4.41.2``."""
-    return Path(root or repo_root()) / ".cache" / ENV_NAME
+def env_dir(root: Path | str | None = None, spec: EnvSpec | None = None) -> Path:
+    """Where an env lives: ``<root>/.cache/hf-reference-4.41.2`` for the reference env."""
+    return Path(root or repo_root()) / ".cache" / (spec or reference_spec()).name
 
 
-def env_python(root: Path | str | None = None) -> Path:
-    return env_dir(root) / "bin" / "python"
+def env_python(root: Path | str | None = None, spec: EnvSpec | None = None) -> Path:
+    return env_dir(root, spec) / "bin" / "python"
 
 
 def scripts_dir(root: Path | str | None = None) -> Path:
     return Path(root or repo_root()) / "tools" / "hf_reference"
 
 
-def _stamp_content() -> dict:
+def _stamp_content(spec: EnvSpec | None = None) -> dict:
+    if spec is None:
+        return {
+            "transformers": TRANSFORMERS_VERSION,
+            "torch": TORCH_REQUIREMENT,
+            "requirements": list(REQUIREMENTS),
+            "base_python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        }
     return {
-        "transformers": TRANSFORMERS_VERSION,
-        "torch": TORCH_REQUIREMENT,
-        "requirements": list(REQUIREMENTS),
+        "env": spec.what,
+        "torch": spec.torch,
+        "requirements": list(spec.requirements),
         "base_python": f"{sys.version_info.major}.{sys.version_info.minor}",
     }
 
 
-def _is_complete(path: Path) -> bool:
+def _is_complete(path: Path, spec: EnvSpec | None = None) -> bool:
     stamp = path / STAMP_NAME
     if not (stamp.is_file() and (path / "bin" / "python").exists()):
         return False
     try:
-        return json.loads(stamp.read_text()) == _stamp_content()
+        expected = _stamp_content() if spec is None else _stamp_content(spec)
+        return json.loads(stamp.read_text()) == expected
     except (OSError, ValueError):
         return False
 
@@ -144,7 +202,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run_step(cmd: Sequence[str], what: str, path: Path) -> None:
+def _run_step(cmd: Sequence[str], what: str, path: Path, env_what: str | None = None) -> None:
     _log(f"{what} ...")
     start = time.monotonic()
     proc = subprocess.run(
@@ -153,18 +211,20 @@ def _run_step(cmd: Sequence[str], what: str, path: Path) -> None:
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-_PIP_TAIL_LINES:])
         raise HFReferenceError(
-            f"building the transformers-{TRANSFORMERS_VERSION} reference env failed at: {what}\n"
+            f"building the {env_what or 'transformers-' + TRANSFORMERS_VERSION} env failed at: "
+            f"{what}\n"
             f"command: {' '.join(cmd)} (exit {proc.returncode})\n"
             f"--- last {_PIP_TAIL_LINES} lines of its output ---\n{tail}\n---\n"
             f"The half-built env at {path} is not trusted (no completion stamp) and is removed on "
-            "the next try. Retry with `python -m mega_lra.hf_reference --rebuild` (or "
-            "`make hf-fixtures`); it needs the PyPI registry for transformers and its "
-            "dependencies."
+            "the next try. Retry with `python -m mega_lra.hf_reference --rebuild` (add "
+            "`--env transformers-v5` for that env); it needs the PyPI registry for "
+            "transformers and its dependencies."
         )
     _log(f"{what}: done in {time.monotonic() - start:.0f}s")
 
 
-def _build(path: Path) -> None:
+def _build(path: Path, spec: EnvSpec | None = None) -> None:
+    spec = spec or reference_spec()
     start = time.monotonic()
     if path.exists():
         _log(f"removing incomplete or outdated env at {path} (many small files: can be slow)")
@@ -173,45 +233,81 @@ def _build(path: Path) -> None:
         start = time.monotonic()
     py = base_python()
     _log(f"building {path} from {py} (takes about a minute)")
-    _run_step([py, "-m", "venv", str(path)], "python -m venv", path)
+    _run_step([py, "-m", "venv", str(path)], "python -m venv", path, spec.what)
     pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--no-input"]
     pip += ["--disable-pip-version-check"]
-    _run_step([*pip, TORCH_REQUIREMENT], f"pip install {TORCH_REQUIREMENT}", path)
-    _run_step([*pip, *REQUIREMENTS], f"pip install {' '.join(REQUIREMENTS)}", path)
-    _run_step([str(path / "bin" / "python"), "-c", _PROBE], "import check", path)
+    _run_step([*pip, spec.torch], f"pip install {spec.torch}", path, spec.what)
+    _run_step(
+        [*pip, *spec.requirements], f"pip install {' '.join(spec.requirements)}", path, spec.what
+    )
+    _run_step([str(path / "bin" / "python"), "-c", spec.probe], "import check", path, spec.what)
     # Written last: only an env with this stamp is ever used.
-    (path / STAMP_NAME).write_text(json.dumps(_stamp_content(), indent=2) + "\n")
-    _log(f"reference env ready in {time.monotonic() - start:.0f}s: {path}")
+    stamp = _stamp_content() if spec.name == ENV_NAME else _stamp_content(spec)
+    (path / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
+    _log(f"{spec.what} env ready in {time.monotonic() - start:.0f}s: {path}")
 
 
-def ensure_env(root: Path | str | None = None, *, rebuild: bool = False) -> Path:
-    """Return the reference env's python, building the env first if it is missing or incomplete.
+def ensure_env(
+    root: Path | str | None = None, *, rebuild: bool = False, spec: EnvSpec | None = None
+) -> Path:
+    """Return an env's python (default: the reference env), building the env first if it is
+    missing or incomplete.
 
     ``root`` is the repository root (default: the one holding this file). Concurrent callers
     (pytest-xdist workers, parallel ``make`` jobs) serialise on a lock file next to the env; the
     first builds, the others wait and then reuse it. ``rebuild=True`` deletes and rebuilds it.
     """
-    path = env_dir(root)
-    if not rebuild and _is_complete(path):
+    path = env_dir(root, spec)
+    if not rebuild and _is_complete(path, spec):
         return path / "bin" / "python"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.parent / f"{ENV_NAME}.lock"
+    lock_path = path.parent / f"{path.name}.lock"
     with open(lock_path, "w") as lock:
         if not rebuild:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                _log(f"another process is building the reference env; waiting on {lock_path}")
+                _log(f"another process is building {path.name}; waiting on {lock_path}")
                 fcntl.flock(lock, fcntl.LOCK_EX)
         else:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             # Checked again under the lock: another process may have finished it meanwhile.
-            if rebuild or not _is_complete(path):
-                _build(path)
+            if rebuild or not _is_complete(path, spec):
+                if spec is None:
+                    _build(path)
+                else:
+                    _build(path, spec)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path / "bin" / "python"
+
+
+def run_in_env(
+    spec: EnvSpec,
+    cmd: Sequence[str],
+    *,
+    root: Path | str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python <cmd...>`` in the env of ``spec`` (built first if needed), offline, with the
+    repository root on ``PYTHONPATH`` so ``import mega_lra`` is this checkout. Output is captured
+    as text; the caller checks the return code."""
+    python = ensure_env(root, spec=spec)
+    child_env = _clean_env()
+    child_env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    child_env["PYTHONPATH"] = str(Path(root or repo_root()))
+    child_env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if env:
+        child_env.update(env)
+    full = [str(python), *map(str, cmd)]
+    try:
+        return subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, env=child_env, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise HFReferenceError(f"command timed out after {timeout}s: {full}") from err
 
 
 def run_reference(
@@ -263,9 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the env")
     parser.add_argument("--root", default=None, help="repository root (default: this checkout)")
+    parser.add_argument(
+        "--env",
+        choices=("reference", "transformers-v5"),
+        default="reference",
+        help="which env: the transformers-4.41.2 reference (default) or transformers v5",
+    )
     ns = parser.parse_args(argv)
+    spec = TRANSFORMERS_V5 if ns.env == "transformers-v5" else None
     try:
-        print(ensure_env(ns.root, rebuild=ns.rebuild))
+        print(ensure_env(ns.root, rebuild=ns.rebuild, spec=spec))
     except HFReferenceError as err:
         print(err, file=sys.stderr)
         return 1

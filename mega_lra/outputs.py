@@ -10,21 +10,56 @@ import torch
 
 
 class ModelOutput:
+    """Dict-like access as in transformers' `ModelOutput`: keys are the fields that are not None
+    (in field order), then any key set with `out[key] = value` (pipelines add some)."""
+
+    def __post_init__(self) -> None:
+        # `Output({"logits": ...})` builds from a dict, as HF's (pipelines re-batch this way)
+        first, *rest = fields(self)
+        value = getattr(self, first.name)
+        if isinstance(value, dict) and all(getattr(self, f.name) is None for f in rest):
+            setattr(self, first.name, None)
+            for key, item in value.items():
+                self[key] = item
+
+    def keys(self) -> list[str]:
+        names = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return names + [k for k in self.__dict__.get("_added", ()) if k not in names]
+
     def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(
-            getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
-        )
+        return tuple(getattr(self, k) for k in self.keys())
 
     def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
             return getattr(self, key)
         return self.to_tuple()[key]
 
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"ModelOutput keys are strings, got {key!r}")
+        if key not in {f.name for f in fields(self)}:
+            self.__dict__.setdefault("_added", []).append(key)
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
     def __iter__(self):  # like HF's ModelOutput (an ordered dict): iterate over set keys
         return iter(self.keys())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def values(self) -> list[Any]:
+        return [getattr(self, k) for k in self.keys()]
 
 
 @dataclass

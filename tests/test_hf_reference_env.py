@@ -368,3 +368,34 @@ def test_build_failure_reports_the_step_output_and_how_to_retry(tmp_path, monkey
     assert "--no-such-pip-option" in text and "no such option" in text
     assert "--rebuild" in text
     assert not (hf_reference.env_dir(tmp_path) / hf_reference.STAMP_NAME).exists()
+
+
+def test_the_transformers_v5_env_is_separate_and_stamped_with_its_own_pins(tmp_path, monkeypatch):
+    built: list = []
+
+    def build(path: Path, spec=None) -> None:
+        built.append((path, spec))
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "python").write_text("")
+        (path / hf_reference.STAMP_NAME).write_text(json.dumps(hf_reference._stamp_content(spec)))
+
+    monkeypatch.setattr(hf_reference, "_build", build)
+    v5 = hf_reference.TRANSFORMERS_V5
+    python = hf_reference.ensure_env(tmp_path, spec=v5)
+    assert (
+        python
+        == tmp_path
+        / ".cache"
+        / f"hf-transformers-{hf_reference.TRANSFORMERS_V5_VERSION}"
+        / "bin"
+        / "python"
+    )
+    assert built == [(python.parents[1], v5)]
+    assert any(r.startswith("transformers==5.") for r in v5.requirements)
+    assert v5.torch == hf_reference.TORCH_REQUIREMENT  # the local CPU wheel, installed first
+    # the reference env's stamp does not make the v5 env complete, nor the other way round
+    assert hf_reference._stamp_content(v5) != hf_reference._stamp_content()
+    hf_reference.ensure_env(tmp_path, spec=v5)
+    assert len(built) == 1
+    hf_reference.ensure_env(tmp_path)
+    assert built[1] == (hf_reference.env_dir(tmp_path), None)

@@ -9,6 +9,7 @@ be overwritten, or a non-finite loss end with one message and exit status 2 (1 f
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 from mega_lra.training.callbacks import NonFiniteLossError
 from mega_lra.training.config import fill_run_info, register_resolvers
-from mega_lra.training.run_dir import RunDirError
+from mega_lra.training.run_dir import RESULTS, RunDirError
 from tasks.errors import DataError
 
 register_resolvers()
@@ -39,5 +40,24 @@ def main(cfg: DictConfig) -> float | None:
     return results.get("best_val_accuracy")  # what sweepers maximise
 
 
+def finished_run_dir(argv: list[str]) -> Path | None:
+    """The run dir of `resume=true hydra.run.dir=DIR` when it already holds results.
+
+    Checked before Hydra starts, because Hydra rewrites its bookkeeping (`.hydra/`, the job log)
+    in the run dir as soon as it launches a job; a finished run must stay untouched."""
+    if "-m" in argv or "--multirun" in argv:
+        return None
+    values = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    resume = values.get("resume", values.get("+resume", "false")).lower() in ("true", "1", "yes")
+    run_dir = values.get("hydra.run.dir")
+    if resume and run_dir and (Path(run_dir) / RESULTS).is_file():
+        return Path(run_dir)
+    return None
+
+
 if __name__ == "__main__":
+    done = finished_run_dir(sys.argv[1:])
+    if done is not None:
+        print(f"[mega-lra] {done} is finished ({RESULTS} exists); nothing to do")
+        sys.exit(0)
     main()

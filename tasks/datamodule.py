@@ -6,9 +6,11 @@
 through `ArrowSplit.__getitems__` (one Arrow gather per batch, no per-row Python objects).
 Train shuffles with a seeded generator; val/test keep order and never drop the last batch.
 
-The train loader is torchdata's `StatefulDataLoader`: its `state_dict()` (which Lightning stores
-in every checkpoint) holds the sampler's permutation and position, so a run resumed mid-epoch
-sees exactly the batches it would have seen.
+The train loader is torchdata's `StatefulDataLoader` over a `StatefulDistributedSampler`: the
+order of epoch e is a permutation seeded by `seed + e` alone (Lightning calls `set_epoch`), split
+across processes under DDP, and the loader's `state_dict()` (which Lightning stores in every
+checkpoint) holds the position in it, so a run resumed mid-epoch sees exactly the batches it
+would have seen, whatever else drew random numbers in between.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from tasks.base import Built, Paths, Task
 from tasks.collate import Collator
@@ -96,15 +99,31 @@ class LRADataModule(L.LightningDataModule):
                 self.task, self.built.manifest, self.pad_to_multiple_of
             )
 
+    def _replicas(self) -> tuple[int, int]:
+        """(processes, this process's rank) of the attached trainer, else (1, 0)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.built is None:
             self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if train else None
-        loader_class = StatefulDataLoader if train else DataLoader
+        dataset = ArrowSplit(self.built.dataset[split])
+        if train:
+            replicas, rank = self._replicas()
+            sampler = StatefulDistributedSampler(
+                dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed
+            )
+            # the loader's own generator only seeds workers: the global RNG is left alone
+            generator = torch.Generator().manual_seed(self.seed)
+            loader_class = StatefulDataLoader
+        else:
+            sampler, generator, loader_class = None, None, DataLoader
         return loader_class(
-            ArrowSplit(self.built.dataset[split]),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             generator=generator,
             drop_last=self.drop_last if train else False,
             collate_fn=_CollateAny(self.collator),

@@ -1,9 +1,10 @@
 """mega-lra's Lightning callbacks (the stock ones, ModelCheckpoint, LearningRateMonitor and
 RichProgressBar, are configured in `conf/callbacks/`).
 
-- `LastCheckpoint`: `last.ckpt` every `every_n_train_steps` optimiser steps, at every epoch end
-  and when fit ends (written through the atomic `CheckpointIO`), so a killed run resumes close to
-  where it died, mid-epoch included.
+- `LastCheckpoint`: `last.ckpt` every `every_n_train_steps` optimiser steps (at the first batch
+  end from there on that is not followed by a validation), at every epoch end and when fit ends,
+  written through the atomic `CheckpointIO`, so a killed run resumes close to where it died,
+  mid-epoch included, and replays exactly what the uninterrupted run would have done.
 - `ValidateAtMaxSteps`: when `trainer.max_steps` ends fit in the middle of an epoch, Lightning
   would stop without validating; this asks for the stop one step early enough that the final
   weights are validated (and can become `best.ckpt`).
@@ -41,23 +42,43 @@ class LastCheckpoint(Callback):
         self.dirpath = Path(dirpath)
         self.every = int(every_n_train_steps)
         self._saved_step = -1
+        self._due = False
 
     @property
     def path(self) -> Path:
         return self.dirpath / "last.ckpt"
 
     def _save(self, trainer: L.Trainer) -> None:
+        self._due = False
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
             return
         self._saved_step = trainer.global_step
         trainer.save_checkpoint(self.path)
 
+    @staticmethod
+    def _validation_follows(trainer: L.Trainer) -> bool:
+        """Whether Lightning validates right after this training batch.
+
+        A checkpoint taken just before such a validation would resume past it (Lightning fast-
+        forwards over it), so the save waits for the next batch end instead."""
+        if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+            return True
+        loop = trainer.fit_loop
+        try:
+            return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+        except AttributeError:  # a Lightning without this private helper: save now
+            return False
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step and trainer.global_step % self.every == 0:
+        stepped = trainer.global_step != self._saved_step
+        if stepped and trainer.global_step and trainer.global_step % self.every == 0:
+            self._due = True
+        accumulating = trainer.fit_loop._should_accumulate()
+        if self._due and not accumulating and not self._validation_follows(trainer):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        self._save(trainer)  # after the epoch's validation: Lightning resumes past it
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer)

@@ -1,10 +1,12 @@
 """Loggers: Lightning's CSV logger made safe to resume, and helpers shared by the loggers.
 
 Lightning's `CSVLogger` deletes an existing `metrics.csv` when it starts, so a resumed run would
-lose its history. `ResumableCSVLogger(keep_rows=N)` keeps the first N data rows (the rows that
-were on disk when the checkpoint being resumed was written; `LRAModule` records N in every
-checkpoint), drops the later ones (the resumed run logs them again), and keeps a copy of the
-file as it was, `metrics.pre-resume-<k>.csv`, so nothing written before is lost.
+lose its history. `ResumableCSVLogger(resume_step=N)`, for a run resumed from a checkpoint at
+optimiser step N, keeps the rows logged for steps before N (Lightning logs update k + 1, its
+learning rate and the validation after it at `step` k) and drops the later ones, which the
+resumed run logs again; it keeps a copy of the file as it was, `metrics.pre-resume-<k>.csv`, so
+nothing written before is lost. It writes every row as it is logged (a killed run loses none),
+except in the moment between a checkpoint and its step's training row (milliseconds).
 """
 
 from __future__ import annotations
@@ -17,35 +19,36 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger
 
 
-def count_csv_rows(path: Path) -> int:
-    """Data rows (header excluded) of a CSV file; 0 when it does not exist."""
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as fh:
-        return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
-
-
 class ResumableCSVLogger(CSVLogger):
     def __init__(
         self,
         save_dir: str | Path,
         name: str = "csv",
         version: str | int | None = "",
-        keep_rows: int | None = None,
+        resume_step: int | None = None,
+        flush_logs_every_n_steps: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(save_dir=str(save_dir), name=name, version=version, **kwargs)
-        self.keep_rows = keep_rows
+        super().__init__(
+            save_dir=str(save_dir),
+            name=name,
+            version=version,
+            flush_logs_every_n_steps=flush_logs_every_n_steps,
+            **kwargs,
+        )
+        self.resume_step = resume_step
 
     @property
     def metrics_path(self) -> Path:
         return Path(self.log_dir) / "metrics.csv"
 
-    def data_rows(self) -> int:
-        """Flush buffered metrics and count the data rows on disk."""
-        if self._experiment is not None:
-            self.save()
-        return count_csv_rows(self.metrics_path)
+    def _before_resume(self, row: dict[str, str]) -> bool:
+        if self.resume_step is None:
+            return True
+        try:
+            return int(float(row.get("step") or 0)) < self.resume_step
+        except ValueError:
+            return False
 
     @property
     def experiment(self):  # noqa: ANN201 - Lightning's writer type
@@ -63,7 +66,7 @@ class ResumableCSVLogger(CSVLogger):
                 reader = csv.DictReader(fh)
                 header = list(reader.fieldnames or [])
                 rows = list(reader)
-            kept = rows if self.keep_rows is None else rows[: self.keep_rows]
+            kept = [r for r in rows if self._before_resume(r)]
         writer = super().experiment  # Lightning's writer deletes the old file here
         if header:
             with open(path, "w", newline="") as fh:

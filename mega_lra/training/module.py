@@ -1,9 +1,10 @@
 """`LRAModule`: the one LightningModule of mega-lra (loss, metrics, optimiser, schedule).
 
 classifier (plain `nn.Module`, `mega_lra.models`) -> logits -> cross-entropy (the original's
-summed NLL / batch size = the batch mean). Metrics are torchmetrics objects per split, logged as
-`train/loss`, `train/acc` (per batch), `val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc`; the
-learning rate as `train/lr` and the gradient norm (before clipping) as `train/grad_norm`.
+summed NLL / batch size = the batch mean). Logged: `train/loss` and `train/acc` per batch;
+`val/loss`, `val/acc`, `val/acc_best`, `test/loss`, `test/acc` from torchmetrics objects (reduced
+across processes); the learning rate as `train/lr`; the gradient norm before clipping as
+`train/grad_norm`.
 
 For exact resume the checkpoint also carries the best validation accuracy so far, the wall time
 spent in fit, and the torch / numpy / random RNG states (Lightning saves none of these); the RNG
@@ -24,8 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
-
-from mega_lra.training.loggers import ResumableCSVLogger
 
 EVAL_SPLITS = ("val", "test")
 
@@ -174,16 +173,11 @@ class LRAModule(L.LightningModule):
         return self.train_seconds_before + running
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        csv_rows = None
-        for logger in self.trainer.loggers if self._trainer is not None else []:
-            if isinstance(logger, ResumableCSVLogger):
-                csv_rows = logger.data_rows()  # what a resume from here keeps of metrics.csv
         checkpoint["mega_lra"] = {
             "config": self.run_config,
             "best_val_accuracy": self.best_val_accuracy,
             "train_seconds": self.train_seconds,
             "rng_states": rng_states(),
-            "csv_rows": csv_rows,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -132,7 +132,7 @@ def _instantiate_dict(node: DictConfig | None, **extra: Any) -> list[Any]:
     return out
 
 
-def _loggers(cfg: DictConfig, keep_rows: int | None, group: str) -> list[Any]:
+def _loggers(cfg: DictConfig, resume_step: int | None, group: str) -> list[Any]:
     loggers = []
     for name, entry in (cfg.get("logger") or {}).items():
         if entry is None:
@@ -141,16 +141,11 @@ def _loggers(cfg: DictConfig, keep_rows: int | None, group: str) -> list[Any]:
             raise ValueError(f"logger entry {name!r} has no _target_: {entry}")
         kwargs: dict[str, Any] = {}
         if entry._target_.endswith("ResumableCSVLogger"):
-            kwargs["keep_rows"] = keep_rows
+            kwargs["resume_step"] = resume_step
         if entry._target_.endswith("WandbLogger") and entry.get("group") is None:
             kwargs["group"] = group
         loggers.append(instantiate(entry, **kwargs))
     return loggers
-
-
-def _read_checkpoint_state(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt.get("mega_lra") or {}
 
 
 def _model_fields(model: torch.nn.Module) -> dict[str, Any]:
@@ -235,16 +230,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run_config=resolved,
     )
 
-    keep_rows = None
+    resume_step = None
     ckpt_path = cfg.get("ckpt_path")
     if state == "resume":
         ckpt_path = str(run_dir / LAST)
-        keep_rows = _read_checkpoint_state(run_dir / LAST).get("csv_rows")
-        print(f"[mega-lra] resuming {run_dir} from {ckpt_path}")
+        resume_step = int(
+            torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
+        )
+        print(f"[mega-lra] resuming {run_dir} from {ckpt_path} (step {resume_step})")
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = _loggers(cfg, keep_rows, group)
+    loggers = _loggers(cfg, resume_step, group)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -90,10 +90,10 @@ def run_overrides(data_dir: Path, steps: int = 2, batch: int = 2) -> list[str]:
 
 
 class SlowDown(Callback):
-    """Sleeps after every training batch (changes no number; gives a test time to kill)."""
+    """Sleeps before every training batch (changes no number; gives a test time to kill)."""
 
     def __init__(self, seconds: float = 0.05) -> None:
         self.seconds = seconds
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_train_batch_start(self, *args) -> None:
         time.sleep(self.seconds)

@@ -22,12 +22,12 @@ EXPERIMENTS = sorted(
 # §2.1, transcribed: layers, d, v = d_FFN, z, truncation, attention, norm, pre-norm, dropout,
 # lr, weight decay, effective batch, warm-up, total updates, warm-up power
 RECIPES = {
-    "listops": (6, 80, 160, 64, 1024, "softmax", "layernorm", False, 0.1, 1e-3, 0.01, 64, 3000, 90000, 1),
-    "text": (4, 128, 256, 64, 1024, "softmax", "scalenorm", False, 0.1, 4e-3, 0.01, 50, 10000, 25000, 1),
-    "retrieval": (6, 128, 256, 64, 1024, "softmax", "scalenorm", False, 0.1, 3e-3, 0.04, 64, 10000, 91960, 1),
-    "image": (8, 160, 320, 96, 1024, "laplace", "batchnorm", True, 0.0, 1e-2, 0.02, 50, 9000, 180000, 1),
-    "pathfinder": (6, 128, 256, 64, 1024, "laplace", "batchnorm", True, 0.0, 1e-2, 0.01, 128, 50000, 250000, 1),
-    "pathx": (4, 64, 128, 32, 4096, "laplace", "syncbatchnorm", True, 0.0, 1e-2, 0.01, 128, 25000, 125000, 2),
+    "listops": (6, 80, 160, 64, 1024, "softmax", "layernorm", False, 0.1, 1e-3, 0.01, 64, 3000, 90000, 1),  # noqa: E501
+    "text": (4, 128, 256, 64, 1024, "softmax", "scalenorm", False, 0.1, 4e-3, 0.01, 50, 10000, 25000, 1),  # noqa: E501
+    "retrieval": (6, 128, 256, 64, 1024, "softmax", "scalenorm", False, 0.1, 3e-3, 0.04, 64, 10000, 91960, 1),  # noqa: E501
+    "image": (8, 160, 320, 96, 1024, "laplace", "batchnorm", True, 0.0, 1e-2, 0.02, 50, 9000, 180000, 1),  # noqa: E501
+    "pathfinder": (6, 128, 256, 64, 1024, "laplace", "batchnorm", True, 0.0, 1e-2, 0.01, 128, 50000, 250000, 1),  # noqa: E501
+    "pathx": (4, 64, 128, 32, 4096, "laplace", "syncbatchnorm", True, 0.0, 1e-2, 0.01, 128, 25000, 125000, 2),  # noqa: E501
 }  # fmt: skip
 SPEECH = {  # d, lr (base / big); the rest shared: 6 layers, laplace, batchnorm, pre-norm, ...
     "base": (60, 1e-2, 0.34e6),

@@ -3,6 +3,7 @@ checkpoint, determinism, refusing to overwrite, the guards, loggers and precisio
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -198,9 +199,8 @@ def test_max_steps_mid_epoch_still_validates_the_final_weights(lra_data, tmp_pat
     run = tmp_path / "run"
     # 12 training rows at batch 2: 6 steps per epoch; stop at 4
     fit(lra_data, run, "listops", "mega_chunk", steps=4)
-    import csv
-
-    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    with open(run / "csv" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     val_steps = [int(r["step"]) for r in rows if r.get("val/acc")]
     train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert val_steps and max(val_steps) >= max(train_steps)

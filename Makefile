@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 .PHONY: help install train test test-fast bench table data lint format hf-fixtures clean
 
 help:
-	@echo "make train   [ARGS='key=value ...']   train (Hydra overrides in ARGS)"
+	@echo "make train   [ARGS='key=value ...']   train (default: the CPU demo, experiment=demo/listops)"
 	@echo "make test                            the CPU test suite (what CI runs)"
 	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/"
 	@echo "make data    TASK=name               prepare a task's dataset"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/python -m mega_lra.train $(ARGS)
+	$(BIN)/python -m mega_lra.train $(if $(ARGS),$(ARGS),experiment=demo/listops)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 $(ARGS)

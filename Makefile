@@ -8,12 +8,15 @@ ARGS   ?=
 TASK   ?= listops_small
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install train test test-fast bench table data lint format hf-fixtures clean
+.PHONY: help install train test test-fast bench bench-train table data lint format hf-fixtures clean
 
 help:
 	@echo "make train   [ARGS='key=value ...']   train (default: the CPU demo, experiment=demo/listops)"
 	@echo "make test                            the CPU test suite (what CI runs)"
-	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/"
+	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/ (+ the"
+	@echo "                                     training step of the Text recipes)"
+	@echo "make bench-train [ARGS=...]          one training step of every recipe -> runs/bench_training/"
+	@echo "make table   [ARGS='RUNS_DIR ...']   the paper's tables from run dirs"
 	@echo "make data    TASK=name               prepare a task's dataset"
 	@echo "make lint | make format              ruff"
 	@echo "make hf-fixtures                     rebuild the transformers-4.41 parity fixtures"
@@ -38,6 +41,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m mega_lra.bench $(ARGS)
+	$(BIN)/python -m mega_lra.bench_training --experiments lra/mega_chunk/text lra/mega/text
+
+bench-train: $(STAMP)
+	$(BIN)/python -m mega_lra.bench_training $(ARGS)
 
 table: $(STAMP)
 	$(BIN)/python -m mega_lra.table $(ARGS)

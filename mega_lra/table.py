@@ -49,6 +49,8 @@ from typing import Any
 
 import yaml
 
+from mega_lra.training.run_dir import flatten
+
 PAPER_FILE = Path(__file__).with_name("paper_results.yaml")
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_LABELS = {
@@ -375,15 +377,6 @@ def choose(groups: Sequence[Group]) -> Cell | None:
 IGNORED_CONFIG = ("seed", "paths", "hydra")
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def _config(run_dir: Path) -> dict[str, Any] | None:
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -391,7 +384,7 @@ def _config(run_dir: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    flat = _flatten(data)
+    flat = flatten(data)
     return {
         k: v
         for k, v in flat.items()

@@ -74,14 +74,36 @@ def run_state(run_dir: Path, resume: bool) -> str:
     return "fresh"
 
 
-def group_hash(config: Mapping[str, Any]) -> str:
-    """Hash of the resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`)."""
+def _group_part(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`)."""
     core = {k: v for k, v in config.items() if k not in NOT_IN_GROUP}
     for key, drop in NOT_IN_GROUP_NESTED.items():
         if isinstance(core.get(key), Mapping):
             core[key] = {k: v for k, v in core[key].items() if k not in drop}
-    text = json.dumps(core, sort_keys=True, default=str)
+    return core
+
+
+def group_hash(config: Mapping[str, Any]) -> str:
+    """Hash of the part of a resolved config that decides what a run computes, but the seed."""
+    text = json.dumps(_group_part(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": value}."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def group_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Keys (dotted) in which two resolved configs differ, among those that enter the group."""
+
+    fa, fb = flatten(_group_part(a)), flatten(_group_part(b))
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
 def git_sha(cwd: Path | None = None) -> str | None:

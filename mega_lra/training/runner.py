@@ -30,6 +30,7 @@ from mega_lra.training.run_dir import (
     RESULTS,
     RunDirError,
     git_sha,
+    group_differences,
     group_hash,
     read_results,
     run_state,
@@ -172,28 +173,6 @@ def label_fractions(manifest: Mapping[str, Any], split: str) -> tuple[float, flo
     return 1.0 / len(counts), max(counts.values()) / total
 
 
-def _saved_config_diff(run_dir: Path, resolved: Mapping[str, Any]) -> list[str]:
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG))
-    if group_hash(saved) == group_hash(resolved):
-        return []
-    flat_a = _flatten(saved)
-    flat_b = _flatten(resolved)
-    return sorted(
-        k
-        for k in set(flat_a) | set(flat_b)
-        if flat_a.get(k) != flat_b.get(k) and not k.startswith(("seed", "paths", "run.", "resume"))
-    )
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate and test one run into `cfg.run_dir`; returns `results.json`'s content."""
     run_dir = Path(cfg.run_dir)
@@ -205,7 +184,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     apply_effective_batch(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if state == "resume" and (run_dir / CONFIG).is_file():
-        changed = _saved_config_diff(run_dir, resolved)
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG))
+        changed = group_differences(saved, resolved)
         if changed:
             raise RunDirError(
                 f"resume=true: the config differs from {run_dir / CONFIG} in {changed}; resuming "

@@ -14,6 +14,12 @@ costs 4Z + 3H instead of 3(Z + H) multiply-adds per score (+7% for Z = 64, H = 2
 bias a_i . b_j is folded into the product by the caller (q' = [q, a], k' = [k, b]). Rows without
 a visible key attend to the causal (or all) keys, as in `MovingAverageGatedAttention`. Values and
 gradients equal the reference path's (`tests/test_gated_attention.py`), fp32 rel. error ~1e-6.
+
+`blocked_element_attention` does the same for Mega's unnormalised laplace / relu2 attention:
+    S = q k^T + b (q pre-divided by each row's visible-key count), W = f(S) * visible, O = W v
+backward per query block, S recomputed: dv += W^T dO, dS = (dO v^T) * f'(S) * visible,
+dq = dS k, dk += dS^T q, d table from the anti-diagonals of dS. Scores and f run in float32 (or
+float64), W v in v's dtype (bf16 under autocast: a GEMM with float32 accumulation).
 """
 
 from __future__ import annotations

@@ -23,12 +23,14 @@ Chunking: any length works. The layer pads to a multiple of C internally and un-
 aligned to each row's first real token (rows are rotated so real tokens start at 0), so a
 left-padded batch gives the outputs of its unpadded rows; padding must be at the ends of a row.
 
-Speed and memory: softmax attention (no attention dropout, one float dtype) runs through
-`blocked_softmax_attention` (`blocked_attention.py`), which keeps no (C, C) matrix for the
-backward; the other functions attend per chunk, and spans longer than
-`config.attention_block_size` in query blocks recomputed in the backward (activation
-checkpointing), so full attention over 16K tokens fits in memory. Setting `fused_attention = False`
-on a layer selects this reference path for softmax too; both give the same values.
+Speed and memory: softmax attention (no attention dropout) runs the kernel that
+`config.attention_backend` picks (`attention_backends.py`: on CPU the blocked
+`blocked_softmax_attention`, on CUDA SDPA's memory-efficient kernel or FlexAttention); laplace and
+relu2 run `blocked_element_attention` on every device. None of them keeps a (C, C) matrix for the
+backward. Other cases (attention dropout; softmax with mixed dtypes under autocast on the
+reference backend) attend per chunk, and spans longer than `config.attention_block_size` in query
+blocks recomputed in the backward (activation checkpointing). Setting `fused_attention = False` on
+a layer selects this plain reference path for every function; all paths give the same values.
 
 Decoding: with `use_cache=True` the layer returns an `AttentionState` (EMA state + the keys and
 values of each row's current chunk); feeding it back processes new tokens one step at a time and

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10's checks on a CUDA card, in one bounded run (about 8 minutes at most):
+#   0. a probe of the SDPA kernels on Mega-chunk's shapes,
 #   1. the `gpu` tests (backends vs the reference, EMA, decoding, 20-step loss curve, bf16),
 #   2. the LRA Text sweep, bf16, batch 25: Mega-chunk, Mega, XFM‡ (SDPA/flash and math),
 #      transformers' Mega (4.41.2 from the carried wheels), L = 1K..16K,
@@ -76,6 +77,9 @@ else
     TESTS=(-m gpu) BENCH=(--repeats 3 --warmup 1 --peak-gflops 790000)
 fi
 COMMON=(--device "$DEVICE" --dtype bfloat16 --max-step-seconds 5 "${BENCH[@]}")
+
+# 0. which SDPA kernels take Mega-chunk's biased attention (bf16, bias with gradient)
+stage probe 40 "$PY" tools/gpu/probe.py
 
 # 1. tests (per-test limit: a hang costs one test, not the run)
 TIMEOUT_OPT=()

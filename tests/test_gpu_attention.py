@@ -274,8 +274,7 @@ def test_cuda_backends_match_reference_values_and_gradients(backend, chunk, caus
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["flex", "sdpa"])
-@pytest.mark.parametrize("chunk", [128, -1])
+@pytest.mark.parametrize("backend,chunk", [("sdpa", 128), ("sdpa", -1), ("flex", 128)])
 @requires_cuda
 def test_cuda_backends_under_bf16_autocast_stay_close_to_float32(backend, chunk):
     ref, fast = pair(backend, chunk, False, "simple", "cuda", max_positions=512)

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "stages: " + "; ".join(Path(ns.status).read_text().split("\n")).strip("; ")]
     tests = out / "tests.txt"
     if tests.is_file():
-        lines += ["", "tests: " + (tests.read_text().splitlines() or ["(no summary)"])[0]]
+        counts = [line for line in tests.read_text().splitlines() if line.startswith("tests")]
+        failed = [line for line in tests.read_text().splitlines() if line.startswith("FAILED")]
+        lines += ["", *counts, *failed]
 
     length = bench.RATIO_LENGTH
     if text:

@@ -38,20 +38,22 @@ import torch
 import torch.nn.functional as F
 
 BACKENDS = ("auto", "reference", "sdpa", "flex")
-# What "auto" picks for softmax attention on CUDA. Chosen from the card's benchmark
-# (`tools/gpu/check.sh`, docs/gpu.md): sdpa needs no compilation and is deterministic-capable.
+# What "auto" picks for softmax attention on CUDA: to be set to the faster kernel from the card's
+# benchmark (`tools/gpu/check.sh`, docs/gpu.md). Until measured: sdpa, which needs no compilation
+# and has a deterministic mode.
 CUDA_AUTO = "sdpa"
 # Query and key block of the flex block mask (the Triton kernel's default tile).
 FLEX_BLOCK = 128
 
 
 def compute_dtype(device_type: str, *tensors: torch.Tensor) -> torch.dtype:
-    """The autocast dtype when autocast is on for this device type, else the promoted dtype."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
+    """The tensors' promoted dtype, or the autocast dtype when autocast is on for this device
+    type and that dtype is float32 or lower (autocast leaves float64 alone)."""
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    if dtype != torch.float64 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
     return dtype
 
 

@@ -58,9 +58,15 @@ def compute_dtype(device_type: str, *tensors: torch.Tensor) -> torch.dtype:
 
 
 def resolve_backend(
-    requested: str, device: torch.device, *, softmax: bool, dropout: float = 0.0
+    requested: str,
+    device: torch.device,
+    *,
+    softmax: bool,
+    dropout: float = 0.0,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
-    """The backend that runs this call: `reference`, `sdpa` or `flex` (see the module doc)."""
+    """The backend that runs this call: `reference`, `sdpa` or `flex` (see the module doc);
+    `dtype` is the compute dtype (flex's kernels take float16, bfloat16 and float32 only)."""
     if requested not in BACKENDS:
         raise ValueError(f"attention_backend={requested!r}: expected one of {list(BACKENDS)}")
     if not softmax:
@@ -69,8 +75,8 @@ def resolve_backend(
     if backend == "auto":
         backend = CUDA_AUTO if device.type == "cuda" else "reference"
     if backend == "flex":
-        if dropout:
-            return "sdpa"  # FlexAttention has no attention dropout
+        if dropout or dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            return "sdpa"  # FlexAttention has no attention dropout, no float64 kernel
         if torch.are_deterministic_algorithms_enabled():
             if requested == "flex":
                 _warn_deterministic()

@@ -49,6 +49,7 @@ from torch.utils.checkpoint import checkpoint
 from mega_lra.configuration import MegaConfig
 from mega_lra.layers.activations import ELEMENT_ATTENTION, get_activation
 from mega_lra.layers.attention_backends import (
+    compute_dtype,
     flex_chunk_attention,
     hankel_bias,
     resolve_backend,
@@ -247,7 +248,11 @@ class MovingAverageGatedAttention(nn.Module):
         backend = "reference"
         if self.fused_attention:
             backend = resolve_backend(
-                self.attention_backend, q.device, softmax=softmax, dropout=dropout
+                self.attention_backend,
+                q.device,
+                softmax=softmax,
+                dropout=dropout,
+                dtype=compute_dtype(q.device.type, q, k, v),
             )
         # query rows per block of the blocked kernels: <= 512 on CPU (cache-sized, see
         # FUSED_BLOCK_ROWS), attention_block_size elsewhere (fewer launches)

@@ -97,6 +97,11 @@ _EXTRA_DEFAULTS: dict[str, Any] = {
     # this size, each recomputed in the backward (activation checkpointing): memory O(L * block)
     # instead of O(L^2) per layer, same values. null: never block.
     "attention_block_size": 2048,
+    # Kernel of softmax attention (layers/attention_backends.py): "reference" (blocked plain torch
+    # ops; the CPU path), "sdpa" (scaled_dot_product_attention, memory-efficient kernel on CUDA),
+    # "flex" (FlexAttention under torch.compile; CUDA for training), "auto" (the fast one on
+    # CUDA, "reference" elsewhere). laplace / relu2 always run the blocked kernel.
+    "attention_backend": "auto",
 }
 
 _FIELDS = {**_HF_DEFAULTS, **_EXTRA_DEFAULTS}
@@ -313,6 +318,18 @@ class MegaConfig:
             raise ConfigError(
                 f"MegaConfig.attention_block_size={self.attention_block_size!r}: expected null "
                 "or a positive integer"
+            )
+        choice("attention_backend", ("auto", "reference", "sdpa", "flex"))
+        if self.attention_backend in ("sdpa", "flex") and self.attention_activation != "softmax":
+            raise ConfigError(
+                f"MegaConfig.attention_backend={self.attention_backend!r} runs softmax attention "
+                f"only; attention_activation={self.attention_activation!r} needs 'auto' or "
+                "'reference'"
+            )
+        if self.attention_backend == "flex" and float(self.attention_probs_dropout_prob) > 0:
+            raise ConfigError(
+                "MegaConfig.attention_backend='flex' has no attention dropout; set "
+                "attention_probs_dropout_prob=0 or use 'sdpa'"
             )
         if self.relative_positional_bias == "rotary" and self.shared_representation_size % 2:
             raise ConfigError(

@@ -22,8 +22,9 @@ omega, and **swaps alpha and delta relative to the paper**):
     paper beta (expansion)    = ema_expansion_matrix          (K_d, N, 1)
     paper eta (projection)    = kernel_projection_matrix * sqrt(1/N)   (K_d, N)
     omega (residual weight)   = residual_weight               (D,)
-with K_d = 2D when bidirectional, else D. The convolution runs as rfft/irfft in
-max(input dtype, float32), so float64 stays float64 and bf16/fp16 inputs use fp32 FFTs.
+with K_d = 2D when bidirectional, else D. The kernel and the convolution (rfft/irfft)
+run in max(input dtype, float32) with autocast off, so float64 stays float64 and bf16/fp16 inputs
+or autocast use fp32; the output has the input's dtype.
 
 Incremental decoding (unidirectional only) keeps `EMAState`: h = sum_{l<k} alpha*beta*phi^l x_{t-l}
 (B, D, N) and, with truncation k, the last k inputs, because the window forgets x_{t-k}:
@@ -149,7 +150,8 @@ class MultiDimensionDampedEMA(nn.Module):
         ar = torch.arange(max(step, blocks), device=q.device, dtype=dtype)
         outer = coef.unsqueeze(-1) * torch.exp(log_q * (ar[:blocks] * step))  # (K_d, N, A)
         inner = torch.exp(log_q * ar[:step])  # (K_d, N, s)
-        kern = torch.bmm(outer.transpose(1, 2), inner)  # (K_d, A, s)
+        with torch.autocast(q.device.type, enabled=False):  # a bf16 bmm would round K
+            kern = torch.bmm(outer.transpose(1, 2), inner)  # (K_d, A, s)
         return kern.reshape(kern.size(0), blocks * step)[:, :length]
 
     def kernel_length(self, length: int) -> int:
@@ -168,9 +170,15 @@ class MultiDimensionDampedEMA(nn.Module):
             raise ValueError(
                 "incremental decoding needs a unidirectional EMA (config.bidirectional=False)"
             )
-        if state is not None:
-            return self._steps(x, attention_mask, state)
+        # the kernel (a bmm), the FFTs and the state stay in float32 (or float64) under autocast
+        with torch.autocast(x.device.type, enabled=False):
+            if state is not None:
+                return self._steps(x, attention_mask, state)
+            return self._convolve(x, attention_mask, return_state)
 
+    def _convolve(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None, return_state: bool
+    ) -> tuple[torch.Tensor, EMAState | None]:
         batch, length, dim = x.shape
         cdtype = torch.promote_types(x.dtype, torch.float32)
         xc = x.to(cdtype)

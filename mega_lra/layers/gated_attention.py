@@ -23,12 +23,14 @@ Chunking: any length works. The layer pads to a multiple of C internally and un-
 aligned to each row's first real token (rows are rotated so real tokens start at 0), so a
 left-padded batch gives the outputs of its unpadded rows; padding must be at the ends of a row.
 
-Speed and memory: softmax attention (no attention dropout, one float dtype) runs through
-`blocked_softmax_attention` (`blocked_attention.py`), which keeps no (C, C) matrix for the
-backward; the other functions attend per chunk, and spans longer than
-`config.attention_block_size` in query blocks recomputed in the backward (activation
-checkpointing), so full attention over 16K tokens fits in memory. Setting `fused_attention = False`
-on a layer selects this reference path for softmax too; both give the same values.
+Speed and memory: softmax attention (no attention dropout) runs the kernel that
+`config.attention_backend` picks (`attention_backends.py`: on CPU the blocked
+`blocked_softmax_attention`, on CUDA SDPA's memory-efficient kernel or FlexAttention); laplace and
+relu2 run `blocked_element_attention` on every device. None of them keeps a (C, C) matrix for the
+backward. Other cases (attention dropout; softmax with mixed dtypes under autocast on the
+reference backend) attend per chunk, and spans longer than `config.attention_block_size` in query
+blocks recomputed in the backward (activation checkpointing). Setting `fused_attention = False` on
+a layer selects this plain reference path for every function; all paths give the same values.
 
 Decoding: with `use_cache=True` the layer returns an `AttentionState` (EMA state + the keys and
 values of each row's current chunk); feeding it back processes new tokens one step at a time and
@@ -46,7 +48,18 @@ from torch.utils.checkpoint import checkpoint
 
 from mega_lra.configuration import MegaConfig
 from mega_lra.layers.activations import ELEMENT_ATTENTION, get_activation
-from mega_lra.layers.blocked_attention import FUSED_BLOCK_ROWS, blocked_softmax_attention
+from mega_lra.layers.attention_backends import (
+    compute_dtype,
+    flex_chunk_attention,
+    hankel_bias,
+    resolve_backend,
+    sdpa_attention,
+)
+from mega_lra.layers.blocked_attention import (
+    FUSED_BLOCK_ROWS,
+    blocked_element_attention,
+    blocked_softmax_attention,
+)
 from mega_lra.layers.dropout import SequenceDropout
 from mega_lra.layers.ema import EMAState, MultiDimensionDampedEMA
 from mega_lra.layers.norms import SequenceNorm
@@ -106,8 +119,10 @@ class MovingAverageGatedAttention(nn.Module):
         self.attention_activation = config.attention_activation
         self.attention_dropout = config.attention_probs_dropout_prob
         self.attention_block_size = config.attention_block_size
-        # softmax without attention dropout runs through `blocked_softmax_attention`; False
-        # selects the reference path (`_attend_block`: SDPA, or checkpointed query blocks)
+        # reference | sdpa | flex | auto: the kernel of softmax attention (attention_backends.py)
+        self.attention_backend = config.attention_backend
+        # False selects the plain reference path (`_attend_block`: SDPA over each chunk, or
+        # checkpointed query blocks) for every attention function and ignores the backend
         self.fused_attention = True
         self.activation = get_activation(config.activation)
         self.init_std = config.initializer_range
@@ -229,15 +244,35 @@ class MovingAverageGatedAttention(nn.Module):
         pos = torch.arange(chunk, device=q.device)
         block = self.attention_block_size
         dropout = self.attention_dropout if self.training else 0.0
-        if (
+        softmax = self.attention_activation == "softmax"
+        backend = "reference"
+        if self.fused_attention:
+            backend = resolve_backend(
+                self.attention_backend,
+                q.device,
+                softmax=softmax,
+                dropout=dropout,
+                dtype=compute_dtype(q.device.type, q, k, v),
+            )
+        # query rows per block of the blocked kernels: <= 512 on CPU (cache-sized, see
+        # FUSED_BLOCK_ROWS), attention_block_size elsewhere (fewer launches)
+        rows = block or chunk
+        if q.device.type == "cpu":
+            rows = min(rows, FUSED_BLOCK_ROWS)
+        if backend == "flex":
+            o = self._attend_flex(q, k, v, key_real)
+        elif backend == "sdpa":
+            o = self._attend_sdpa(q, k, v, pos, key_real, dropout)
+        elif (
             self.fused_attention
-            and self.attention_activation == "softmax"
+            and softmax
             and not dropout
             and q.dtype == v.dtype  # under autocast v is half precision while q is not
             and q.dtype in (torch.float32, torch.float64)
         ):
-            # query blocks of <= 512 rows: fastest on CPU caches, and O(C * 512) memory
-            o = self._attend_fused(q, k, v, key_real, min(block or chunk, FUSED_BLOCK_ROWS))
+            o = self._attend_fused(q, k, v, key_real, rows)
+        elif self.fused_attention and not softmax and not dropout:
+            o = self._attend_element(q, k, v, key_real, rows)
         elif block is None or chunk <= block:
             o = self._attend_block(q, k, v, pos, pos, key_real)
         else:
@@ -282,10 +317,7 @@ class MovingAverageGatedAttention(nn.Module):
         if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
             table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
         else:  # rotary bias a_i . b_j: Z more feature columns of the product q k^T
-            pos = torch.arange(chunk, device=q.device)
-            a, b = self.rel_pos_bias.factors(pos, pos)  # (C, Z) each
-            q = torch.cat([q, a.to(q.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
-            k = torch.cat([k, b.to(k.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
+            q, k = self._rotary_columns(q, k)
         groups = batch * n_chunks
         o = blocked_softmax_attention(
             q.reshape(groups, chunk, -1),
@@ -298,6 +330,138 @@ class MovingAverageGatedAttention(nn.Module):
             block,
         )
         return o.view(batch, n_chunks, chunk, -1)
+
+    def _rotary_columns(
+        self, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold the rotary bias a_i . b_j into the product: q' = [q, a_i], k' = [k, b_j] for q, k
+        (B, n, C, .) at positions 0..C-1 of their chunks."""
+        batch, n_chunks, chunk, _ = q.shape
+        pos = torch.arange(chunk, device=q.device)
+        a, b = self.rel_pos_bias.factors(pos, pos)  # (C, Z) each
+        q = torch.cat([q, a.to(q.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
+        k = torch.cat([k, b.to(k.dtype).expand(batch, n_chunks, chunk, -1)], dim=-1)
+        return q, k
+
+    def _attend_element(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_real: torch.Tensor | None,
+        block: int,
+    ) -> torch.Tensor:
+        """laplace / relu2 attention through `blocked_element_attention` (same values as
+        `_attend_block`; keeps no (C, C) matrix for the backward). q, k (B, n, C, Z)."""
+        batch, n_chunks, chunk, _ = q.shape
+        # n_i = number of visible real keys of row i (>= 1): q k^T / n = (q / n) k^T
+        if key_real is None:
+            n_keys = (
+                torch.arange(1, chunk + 1, device=q.device, dtype=q.dtype).unsqueeze(-1)
+                if self.causal
+                else torch.tensor(float(chunk), device=q.device, dtype=q.dtype)
+            )
+        else:
+            real = key_real.squeeze(-2).to(q.dtype)  # (B, n, C)
+            counts = real.cumsum(-1) if self.causal else real.sum(-1, keepdim=True)
+            n_keys = counts.clamp(min=1).unsqueeze(-1)  # (B, n, C|1, 1)
+        q = q / n_keys
+        table, center = None, 0
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
+        else:
+            q, k = self._rotary_columns(q, k)
+        groups = batch * n_chunks
+        o = blocked_element_attention(
+            q.reshape(groups, chunk, -1),
+            k.reshape(groups, chunk, -1),
+            v.reshape(groups, chunk, -1),
+            table,
+            center,
+            None if key_real is None else key_real.reshape(groups, 1, chunk),
+            self.causal,
+            block,
+            self.attention_activation,
+        )
+        return o.view(batch, n_chunks, chunk, -1)
+
+    def _attend_sdpa(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pos: torch.Tensor,
+        key_real: torch.Tensor | None,
+        dropout: float,
+    ) -> torch.Tensor:
+        """Softmax attention of each chunk in one `scaled_dot_product_attention` call (CUDA: the
+        memory-efficient kernel): the simple bias as a float mask (with its gradient), the
+        rotary bias folded into q and k. q, k (B, n, C, Z), v (B, n, C, H)."""
+        visible = self._visible(pos, pos, key_real, fallback=True)
+        scale = self.zdim**-0.5
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            mask = hankel_bias(self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center, q.size(2))
+            if visible is not None:
+                mask = mask.masked_fill(~visible, float("-inf"))
+        else:
+            q, k = self._rotary_columns(q * scale, k)
+            scale, mask = 1.0, visible
+        return sdpa_attention(q, k, v, mask, scale, dropout)
+
+    def _attend_flex(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_real: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Softmax attention through FlexAttention over whole rows: a block mask keeps each query
+        in its chunk, a score_mod adds the simple bias from its table. q, k (B, n, C, Z)."""
+        batch, n_chunks, chunk, _ = q.shape
+        if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
+            raise RuntimeError(
+                "attention_backend='flex' cannot train on CPU (FlexAttention has no CPU backward);"
+                " use 'auto', 'reference' or 'sdpa'"
+            )
+        q = q * self.zdim**-0.5
+        table, center = None, 0
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
+        else:
+            q, k = self._rotary_columns(q, k)
+        length = n_chunks * chunk
+        o = flex_chunk_attention(
+            q.reshape(batch, length, -1),
+            k.reshape(batch, length, -1),
+            v.reshape(batch, length, -1),
+            chunk,
+            self.causal,
+            None if key_real is None else key_real.reshape(batch, length),
+            table,
+            center,
+        )
+        return o.view(batch, n_chunks, chunk, -1)
+
+    def _visible(
+        self,
+        query_pos: torch.Tensor,
+        key_pos: torch.Tensor,
+        key_real: torch.Tensor | None,
+        fallback: bool,
+    ) -> torch.Tensor | None:
+        """(B|1, n|1, Cq|1, Ck) bool: key j is visible and real for query i, or None (all).
+        With `fallback` (softmax), rows with no visible real key see the causal (or all) keys."""
+        causal = None
+        if self.causal:
+            causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)  # (Cq, Ck)
+        visible = causal
+        if key_real is not None:
+            visible = key_real if causal is None else key_real & causal
+            if fallback:
+                # rows with no visible real key attend without the padding mask (no NaN)
+                fall = causal if causal is not None else torch.ones_like(key_real)
+                visible = torch.where(visible.any(-1, keepdim=True), visible, fall)
+        return visible
 
     def _attend_block(
         self,
@@ -313,16 +477,8 @@ class MovingAverageGatedAttention(nn.Module):
         Every key a query may see is in k (blocks only ever drop keys a causal query cannot see).
         """
         bias = self.rel_pos_bias(query_pos, key_pos).to(q.dtype)  # (Cq, Ck)
-        causal = None
-        if self.causal:
-            causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)  # (Cq, Ck)
-        visible = causal  # (B|1, n|1, Cq|1, Ck) bool: key j is visible and real for query i
-        if key_real is not None:
-            visible = key_real if causal is None else key_real & causal
-            if self.attention_activation == "softmax":
-                # rows with no visible real key attend without the padding mask (no NaN)
-                fallback = causal if causal is not None else torch.ones_like(key_real)
-                visible = torch.where(visible.any(-1, keepdim=True), visible, fallback)
+        softmax = self.attention_activation == "softmax"
+        visible = self._visible(query_pos, key_pos, key_real, fallback=softmax)
 
         dropout = self.attention_dropout if self.training else 0.0
         if self.attention_activation == "softmax":

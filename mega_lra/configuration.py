@@ -283,13 +283,18 @@ class MegaConfig:
             "hidden_size",
             "num_hidden_layers",
             "intermediate_size",
-            "ema_projection_size",
             "shared_representation_size",
             "max_positions",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"MegaConfig.{name}={value!r}: expected a positive integer")
+        h = self.ema_projection_size
+        if not isinstance(h, int) or isinstance(h, bool) or h < 0:
+            raise ConfigError(
+                f"MegaConfig.ema_projection_size={h!r}: expected an integer >= 0 (0 removes the "
+                "EMA, the ablation of the paper's Figure 4)"
+            )
         if self.use_normalized_ffn and (
             not isinstance(self.nffn_hidden_size, int) or self.nffn_hidden_size <= 0
         ):

@@ -70,7 +70,8 @@ def naive_attention_layer(layer, x: torch.Tensor) -> torch.Tensor:
     residual = x
     xn = layer.norm(x[None])[0] if layer.prenorm else x
     v = act(xn @ layer.v_proj.weight.T + layer.v_proj.bias)
-    mx = naive_ema(layer.ema_gate, xn)
+    # no EMA (ema_projection_size = 0): its input takes the place of its output
+    mx = xn if layer.ema_gate is None else naive_ema(layer.ema_gate, xn)
     base = mx @ layer.mx_proj.weight.T + layer.mx_proj.bias
     d, z, h = layer.hidden_size, layer.zdim, layer.intermediate_size
     u = torch.sigmoid(base[:, :d])

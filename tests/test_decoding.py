@@ -19,9 +19,10 @@ CASES = list(
 )
 
 
-def make_lm(act, chunk, truncation, bias, dtype=torch.float64, seed=0):
+def make_lm(act, chunk, truncation, bias, dtype=torch.float64, seed=0, **extra):
     torch.manual_seed(seed)
     config = tiny_config(
+        **extra,
         is_decoder=True,
         bidirectional=False,
         attention_activation=act,
@@ -53,6 +54,15 @@ def test_token_by_token_equals_full_forward_float64(act, chunk, truncation, bias
     full, _ = model(ids)
     for prompt in (1, 6):
         torch.testing.assert_close(decode(model, ids, prompt), full, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [-1, 4])
+def test_decoding_without_ema_equals_full_forward(chunk):
+    # ema_projection_size = 0 (Figure 4's ablation): the state holds no EMA part
+    model = make_lm("softmax", chunk, None, "simple", ema_projection_size=0)
+    ids = torch.randint(0, 37, (2, 14))
+    full, _ = model(ids)
+    torch.testing.assert_close(decode(model, ids, 3), full, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("act", ["softmax", "laplace"])

@@ -48,6 +48,36 @@ def test_matches_naive_reference_float64(act, chunking, causal):
         )
 
 
+@pytest.mark.parametrize("chunk", [-1, 4])
+@pytest.mark.parametrize("causal", [False, True])
+def test_without_ema_the_input_takes_its_place(chunk, causal):
+    # ema_projection_size = 0 removes the EMA (the paper's Figure 4, h = 0)
+    layer = make_layer(
+        ema_projection_size=0,
+        use_chunking=chunk > 0,
+        chunk_size=chunk,
+        is_decoder=causal,
+        bidirectional=not causal,
+    )
+    assert layer.ema_gate is None
+    assert not any("ema" in name for name, _ in layer.named_parameters())
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    out, _ = layer(x)
+    for b in range(2):
+        torch.testing.assert_close(
+            out[b], naive_attention_layer(layer, x[b]), rtol=1e-10, atol=1e-10
+        )
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[1, 7:] = 0
+    padded, _ = layer(x, mask)
+    torch.testing.assert_close(padded[1, :7], layer(x[1:, :7])[0][0], rtol=1e-10, atol=1e-10)
+
+
+def test_negative_ema_dimension_is_refused():
+    with pytest.raises(ValueError, match="ema_projection_size=-1"):
+        tiny_config(ema_projection_size=-1)
+
+
 @pytest.mark.parametrize("bias", ["simple", "rotary"])
 @pytest.mark.parametrize("norm", ["scalenorm", "rmsnorm", "layernorm"])
 def test_reference_across_biases_and_norms(bias, norm):

@@ -81,7 +81,7 @@ class AttentionState:
     length:     number of positions read so far (padding included).
     """
 
-    ema: EMAState
+    ema: EMAState | None  # None when the layer has no EMA (ema_projection_size = 0)
     keys: torch.Tensor
     values: torch.Tensor
     key_valid: torch.Tensor
@@ -91,7 +91,7 @@ class AttentionState:
     def index_select(self, index: torch.Tensor) -> AttentionState:
         """Reorder/select rows (beam search)."""
         return AttentionState(
-            self.ema.index_select(index),
+            None if self.ema is None else self.ema.index_select(index),
             self.keys.index_select(0, index),
             self.values.index_select(0, index),
             self.key_valid.index_select(0, index),
@@ -128,14 +128,19 @@ class MovingAverageGatedAttention(nn.Module):
         self.init_std = config.initializer_range
 
         self.norm = SequenceNorm.from_config(config)
-        self.ema_gate = MultiDimensionDampedEMA(
-            d,
-            config.ema_projection_size,
-            bidirectional=config.bidirectional,
-            truncation=config.truncation,
-            delta_alpha_range=config.ema_delta_alpha_range,
-            beta_range=config.ema_beta_range,
-            gamma_omega_range=config.ema_gamma_omega_range,
+        # h = 0 (Figure 4's ablation) removes the EMA: its input takes the place of its output
+        self.ema_gate = (
+            None
+            if config.ema_projection_size == 0
+            else MultiDimensionDampedEMA(
+                d,
+                config.ema_projection_size,
+                bidirectional=config.bidirectional,
+                truncation=config.truncation,
+                delta_alpha_range=config.ema_delta_alpha_range,
+                beta_range=config.ema_beta_range,
+                gamma_omega_range=config.ema_gamma_omega_range,
+            )
         )
         self.v_proj = nn.Linear(d, h)
         self.mx_proj = nn.Linear(d, z + h + 2 * d)
@@ -181,12 +186,15 @@ class MovingAverageGatedAttention(nn.Module):
         residual = x
         xn = self.norm(x, valid) if self.prenorm else x
         v = self.activation(self.v_proj(xn))  # (B, L, H)
-        mx, ema_state = self.ema_gate(
-            xn,
-            valid,
-            state=None if state is None else state.ema,
-            return_state=use_cache,
-        )
+        if self.ema_gate is None:
+            mx, ema_state = xn, None
+        else:
+            mx, ema_state = self.ema_gate(
+                xn,
+                valid,
+                state=None if state is None else state.ema,
+                return_state=use_cache,
+            )
         base = self.mx_proj(self.dropout(mx))  # (B, L, D + Z + H + D)
         u, zr, hx = torch.split(
             base, [self.hidden_size, self.zdim + self.intermediate_size, self.hidden_size], dim=-1
@@ -504,7 +512,7 @@ class MovingAverageGatedAttention(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         valid: torch.Tensor | None,
-        ema_state: EMAState,
+        ema_state: EMAState | None,
     ) -> AttentionState:
         """State after a full forward over (B, L) positions."""
         batch, length, _ = k.shape

@@ -7,14 +7,20 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 TASK   ?= listops_small
 PYTEST_WORKERS ?= 2
+LAUNCHER ?= basic
+REPRO_DIR ?= runs/reproduce-lra
+SEEDS ?= 1,2,3,4,5
 
-.PHONY: help install train test test-fast bench table data lint format hf-fixtures clean
+.PHONY: help install train test test-fast bench table data lint format hf-fixtures clean \
+	reproduce-lra
 
 help:
 	@echo "make train   [ARGS='key=value ...']   train (Hydra overrides in ARGS)"
 	@echo "make test                            the CPU test suite (what CI runs)"
 	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/"
 	@echo "make data    TASK=name               prepare a task's dataset"
+	@echo "make reproduce-lra [LAUNCHER=slurm] [ARGS=...]   Table 2 grid (90 runs), resumable;"
+	@echo "                                     DRY=1: print the command and run states only"
 	@echo "make lint | make format              ruff"
 	@echo "make hf-fixtures                     rebuild the transformers-4.41 parity fixtures"
 
@@ -41,6 +47,10 @@ bench: $(STAMP)
 
 table: $(STAMP)
 	$(BIN)/python -m mega_lra.table $(ARGS)
+
+reproduce-lra: $(STAMP)
+	$(BIN)/python -m mega_lra.reproduce --launcher $(LAUNCHER) --out $(REPRO_DIR) \
+		--seeds $(SEEDS) $(if $(DRY),--dry-run) $(ARGS)
 
 data: $(STAMP)
 	$(BIN)/python -m tasks.prepare task=$(TASK) $(ARGS)

@@ -21,7 +21,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
@@ -95,5 +94,12 @@ def launched_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if is_multirun() and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if is_multirun():
+            _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist  # (torch only once a job ran: the CLI starts fast)
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -73,7 +73,7 @@ def eval_sampler(dataset: ArrowSplit, replicas: int, rank: int) -> Sampler | Non
     if len(dataset) < replicas:
         raise ValueError(
             f"an evaluation split of {len(dataset)} rows cannot be sharded over {replicas} "
-            "processes (each needs at least one row); evaluate on fewer devices"
+            "processes (each needs at least one row): lower trainer.devices x trainer.num_nodes"
         )
     return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
 

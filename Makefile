@@ -7,8 +7,12 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 TASK   ?= listops_small
 PYTEST_WORKERS ?= 2
+LAUNCHER ?= basic
+REPRO_DIR ?= runs/reproduce-lra
+SEEDS ?= 1,2,3,4,5
 
-.PHONY: help install train test test-fast bench bench-train table data lint format hf-fixtures clean
+.PHONY: help install train test test-fast bench bench-train table data lint format hf-fixtures \
+	clean reproduce-lra
 
 help:
 	@echo "make train   [ARGS='key=value ...']   train (default: the CPU demo, experiment=demo/listops)"
@@ -18,6 +22,8 @@ help:
 	@echo "make bench-train [ARGS=...]          one training step of every recipe -> runs/bench_training/"
 	@echo "make table   [ARGS='RUNS_DIR ...']   the paper's tables from run dirs"
 	@echo "make data    TASK=name               prepare a task's dataset"
+	@echo "make reproduce-lra [LAUNCHER=slurm] [ARGS=...]   Table 2 grid (90 runs), resumable;"
+	@echo "                                     DRY=1: print the command and run states only"
 	@echo "make lint | make format              ruff"
 	@echo "make hf-fixtures                     rebuild the transformers-4.41 parity fixtures"
 
@@ -48,6 +54,10 @@ bench-train: $(STAMP)
 
 table: $(STAMP)
 	$(BIN)/python -m mega_lra.table $(ARGS)
+
+reproduce-lra: $(STAMP)
+	$(BIN)/python -m mega_lra.reproduce --launcher $(LAUNCHER) --out $(REPRO_DIR) \
+		--seeds $(SEEDS) $(if $(DRY),--dry-run) $(ARGS)
 
 data: $(STAMP)
 	$(BIN)/python -m tasks.prepare task=$(TASK) $(ARGS)

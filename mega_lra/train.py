@@ -3,7 +3,10 @@
 Composes `conf/train.yaml` with Hydra, then `mega_lra.training.runner.train` fits, validates and
 tests one run into the run dir (`hydra.run.dir`) and writes its `results.json`. `-m` sweeps
 (Hydra multirun) give one run dir per job under the sweep dir. Bad data, a run dir that must not
-be overwritten, or a non-finite loss end with one message and exit status 2 (1 for the loss).
+be overwritten, or a non-finite loss end with one message and exit status 2 (1 for the loss); in
+a multirun the message is printed and the job fails without stopping the other jobs (Hydra
+reports the first failure when the sweep ends). Jobs started by submitit run with `resume=true`
+semantics (a requeued job continues itself); see `mega_lra.training.launch`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from omegaconf import DictConfig
 
 from mega_lra.training.callbacks import NonFiniteLossError
 from mega_lra.training.config import fill_run_info, register_resolvers
+from mega_lra.training.launch import (
+    check_launcher_supports,
+    is_multirun,
+    launched_job,
+    resume_if_requeueable,
+)
 from mega_lra.training.run_dir import RESULTS, RunDirError
 from tasks.errors import DataError
 
@@ -30,13 +39,16 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     fill_run_info(cfg, hydra_cfg.runtime.choices, hydra_cfg.runtime.output_dir)
     try:
-        results = train(cfg)
-    except (DataError, RunDirError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        resume_if_requeueable(cfg)
+        check_launcher_supports(cfg)
+        with launched_job():
+            results = train(cfg)
+    except (DataError, RunDirError, ValueError, NonFiniteLossError) as err:
+        where = f" (job {cfg.run_dir})" if is_multirun() else ""
+        print(f"error{where}: {err}", file=sys.stderr)
+        if is_multirun():
+            raise  # this job fails; the sweep's other jobs still run
+        sys.exit(1 if isinstance(err, NonFiniteLossError) else 2)
     return results.get("best_val_accuracy")  # what sweepers maximise
 
 

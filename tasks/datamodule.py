@@ -11,6 +11,11 @@ order of epoch e is a permutation seeded by `seed + e` alone (Lightning calls `s
 across processes under DDP, and the loader's `state_dict()` (which Lightning stores in every
 checkpoint) holds the position in it, so a run resumed mid-epoch sees exactly the batches it
 would have seen, whatever else drew random numbers in between.
+
+Under DDP the val/test loaders shard with Lightning's `UnrepeatedDistributedSampler` (rank r
+takes rows r, r + world, ...): every evaluation row is scored exactly once. Lightning's default
+`DistributedSampler` would pad the shards with repeated rows, so accuracies would count some
+rows twice. The torchmetrics objects of the module then sum the shards' counts across processes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import lightning as L
 import pyarrow as pa
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
@@ -56,6 +62,20 @@ class _CollateAny:
         if isinstance(batch, list) and batch and isinstance(batch[0], pa.Table):
             batch = pa.concat_tables(batch)
         return self.collator(batch)
+
+
+def eval_sampler(dataset: ArrowSplit, replicas: int, rank: int) -> Sampler | None:
+    """In file order; under DDP rank r's shard is rows r, r + replicas, ... (no row repeated).
+
+    None on one process (the loader then reads the split in order)."""
+    if replicas <= 1:
+        return None
+    if len(dataset) < replicas:
+        raise ValueError(
+            f"an evaluation split of {len(dataset)} rows cannot be sharded over {replicas} "
+            "processes (each needs at least one row): lower trainer.devices x trainer.num_nodes"
+        )
+    return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
 
 
 class LRADataModule(L.LightningDataModule):
@@ -110,8 +130,8 @@ class LRADataModule(L.LightningDataModule):
         if self.built is None:
             self.setup()
         dataset = ArrowSplit(self.built.dataset[split])
+        replicas, rank = self._replicas()
         if train:
-            replicas, rank = self._replicas()
             sampler = StatefulDistributedSampler(
                 dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed
             )
@@ -119,7 +139,8 @@ class LRADataModule(L.LightningDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             loader_class = StatefulDataLoader
         else:
-            sampler, generator, loader_class = None, None, DataLoader
+            sampler = eval_sampler(dataset, replicas, rank)
+            generator, loader_class = None, DataLoader
         return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

@@ -2,9 +2,10 @@
 RichProgressBar, are configured in `conf/callbacks/`).
 
 - `LastCheckpoint`: `last.ckpt` every `every_n_train_steps` optimiser steps (at the first batch
-  end from there on that is not followed by a validation), at every epoch end and when fit ends,
-  written through the atomic `CheckpointIO`, so a killed run resumes close to where it died,
-  mid-epoch included, and replays exactly what the uninterrupted run would have done.
+  end from there on that is neither followed by a validation nor the epoch's last), after the
+  first step of every epoch and when fit ends, written through the atomic `CheckpointIO`, so a
+  killed run resumes close to where it died, mid-epoch included, and replays exactly what the
+  uninterrupted run would have done.
 - `ValidateAtMaxSteps`: when `trainer.max_steps` ends fit in the middle of an epoch, Lightning
   would stop without validating; this asks for the stop one step early enough that the final
   weights are validated (and can become `best.ckpt`).
@@ -74,11 +75,27 @@ class LastCheckpoint(Callback):
         if stepped and trainer.global_step and trainer.global_step % self.every == 0:
             self._due = True
         accumulating = trainer.fit_loop._should_accumulate()
-        if self._due and not accumulating and not self._validation_follows(trainer):
+        if (
+            self._due
+            and not accumulating
+            and not self._validation_follows(trainer)
+            and not self._epoch_ends(trainer)
+        ):
             self._save(trainer)
 
+    @staticmethod
+    def _epoch_ends(trainer: L.Trainer) -> bool:
+        """Whether this was the epoch's last batch.
+
+        Lightning resumes a checkpoint taken from here to the next epoch's start in the next
+        epoch, but with the exhausted loader state (an epoch without batches) or, from the
+        epoch-end hooks, with the epoch counted twice (the next epoch's order seeded as the one
+        after it): either way not the uninterrupted run. The save waits for the next epoch's
+        first batch end."""
+        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)  # after the epoch's validation: Lightning resumes past it
+        self._due = True  # saved after the next epoch's first step (see `_epoch_ends`)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer)

@@ -25,9 +25,19 @@ def run_name(experiment: str | None, task: str, model: str) -> str:
     return f"{task}-{model}"
 
 
+def sqlite_url(path: str) -> str:
+    """`sqlite:///<absolute path>` (an Optuna study's storage); the file's folder is created,
+    since SQLite creates the file but not its folder."""
+    file = Path(path).expanduser().resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name)
+    if not OmegaConf.has_resolver("sqlite_url"):
+        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
 
 
 def fill_run_info(cfg: DictConfig, choices: Mapping[str, str | None], run_dir: str | Path) -> None:

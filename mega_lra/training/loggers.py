@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -51,6 +52,7 @@ class ResumableCSVLogger(CSVLogger):
             return False
 
     @property
+    @rank_zero_experiment  # under DDP only rank 0 touches the file (others get a dummy)
     def experiment(self):  # noqa: ANN201 - Lightning's writer type
         if self._experiment is not None:
             return self._experiment

@@ -8,7 +8,9 @@ across processes); the learning rate as `train/lr`; the gradient norm before cli
 
 For exact resume the checkpoint also carries the best validation accuracy so far, the wall time
 spent in fit, and the torch / numpy / random RNG states (Lightning saves none of these); the RNG
-states are restored when training starts, after everything the restore itself draws.
+states are restored when training starts, after everything the restore itself draws. Under DDP
+the states of every process are gathered into rank 0's checkpoint and each process restores its
+own (`mega_lra.training.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from mega_lra.training.distributed import all_rank_rng_states, rng_states_for_rank
 
 EVAL_SPLITS = ("val", "test")
 
@@ -173,15 +177,18 @@ class LRAModule(L.LightningModule):
         return self.train_seconds_before + running
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = rng_states()
         checkpoint["mega_lra"] = {
             "config": self.run_config,
             "best_val_accuracy": self.best_val_accuracy,
             "train_seconds": self.train_seconds,
-            "rng_states": rng_states(),
+            "rng_states": states,
+            "rng_states_by_rank": all_rank_rng_states(states),  # None on one process
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("mega_lra") or {}
         self.best_val_accuracy = state.get("best_val_accuracy")
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
-        self._pending_rng = state.get("rng_states")
+        world = self.trainer.world_size if self._trainer is not None else 1
+        self._pending_rng = rng_states_for_rank(state, self.global_rank, world)

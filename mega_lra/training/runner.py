@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mega_lra.models import count_parameters
 from mega_lra.training.checkpoint_io import AtomicCheckpointIO
+from mega_lra.training.distributed import cluster_plugins, prepare_model_for_processes
 from mega_lra.training.module import LRAModule
 from mega_lra.training.run_dir import (
     BEST,
@@ -226,9 +227,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=str(run_dir),
     )
+    prepare_model_for_processes(setup.model, trainer.world_size, trainer.strategy.root_device.type)
     params = count_parameters(setup.model)
     data_hash = built.manifest_sha256
     info = {

@@ -123,8 +123,9 @@ class LRAModule(L.LightningModule):
 
     def _log_eval(self, split: str) -> float:
         acc = self.metrics[split]["acc"].compute()
-        self.log(f"{split}/acc", acc, prog_bar=True, sync_dist=False)
-        self.log(f"{split}/loss", self.metrics[split]["loss"].compute(), sync_dist=False)
+        # compute() has reduced over processes: every rank logs the same value
+        self.log(f"{split}/acc", acc, prog_bar=True, sync_dist=True)
+        self.log(f"{split}/loss", self.metrics[split]["loss"].compute(), sync_dist=True)
         for metric in self.metrics[split].values():
             metric.reset()
         return float(acc)

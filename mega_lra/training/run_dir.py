@@ -34,7 +34,20 @@ NOT_IN_GROUP = (
     "run",
     "run_dir",
 )
-NOT_IN_GROUP_NESTED = {"loader": ("num_workers", "pin_memory"), "trainer": ("enable_progress_bar",)}
+NOT_IN_GROUP_NESTED = {
+    "loader": ("num_workers", "pin_memory", "batch_size"),
+    "trainer": (
+        "enable_progress_bar",
+        "enable_model_summary",
+        "log_every_n_steps",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "accumulate_grad_batches",
+    ),
+}
+# ... replaced by what they decide together: the batch of one optimiser update.
 
 
 class RunDirError(RuntimeError):
@@ -74,12 +87,28 @@ def run_state(run_dir: Path, resume: bool) -> str:
     return "fresh"
 
 
+def update_batch(config: Mapping[str, Any]) -> int | None:
+    """Samples per optimiser update: batch x processes x accumulation (None if unknown)."""
+    loader, trainer = config.get("loader") or {}, config.get("trainer") or {}
+    batch = loader.get("batch_size") if isinstance(loader, Mapping) else None
+    if not isinstance(batch, int) or not isinstance(trainer, Mapping):
+        return None
+    devices = trainer.get("devices", 1)
+    devices = len(devices) if isinstance(devices, list | tuple) else devices
+    devices = devices if isinstance(devices, int) and devices > 0 else 1
+    nodes = int(trainer.get("num_nodes") or 1)
+    return batch * devices * nodes * int(trainer.get("accumulate_grad_batches") or 1)
+
+
 def _group_part(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`)."""
+    """The resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`), with the
+    batch, device count and accumulation replaced by the batch of one update: the same recipe
+    on 1 GPU or on 8 is one group."""
     core = {k: v for k, v in config.items() if k not in NOT_IN_GROUP}
     for key, drop in NOT_IN_GROUP_NESTED.items():
         if isinstance(core.get(key), Mapping):
             core[key] = {k: v for k, v in core[key].items() if k not in drop}
+    core["update_batch"] = update_batch(config)
     return core
 
 

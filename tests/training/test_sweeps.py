@@ -25,7 +25,6 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -184,17 +183,17 @@ def test_ema_dimension_ablation_composes_every_job_with_an_ema(experiment):
         assert all(shape[1] == h for shape in expansions)  # (D, h, 1): h EMA dimensions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InstantiationException,  # MegaConfig: "ema_projection_size=0: expected a positive ..."
-    reason="EMA dimension 0 (no EMA) is not supported by the Mega layer yet (MegaConfig rejects "
-    "0). When it is, this test passes and strict xfail fails: drop the mark.",
-)
 def test_ema_dimension_zero_builds_mega_without_ema():
     cfg = compose(["ablation=ema_dim", "experiment=lra/mega/text", "model.ema_projection_size=0"])
     model = instantiate(cfg.model)
     assert model.config.ema_projection_size == 0
     assert sum(p.numel() for n, p in model.named_parameters() if "ema_gate" in n) == 0
+    with_ema = instantiate(compose(["experiment=lra/mega/text"]).model)
+    ema = sum(p.numel() for n, p in with_ema.named_parameters() if "ema_gate" in n)
+    assert ema > 0
+    assert sum(p.numel() for p in with_ema.parameters()) - ema == sum(
+        p.numel() for p in model.parameters()
+    )
 
 
 # -------------------------------------------------------------------------------- SLURM

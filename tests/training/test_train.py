@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mega_lra.models import count_parameters
 from mega_lra.training.callbacks import NonFiniteLossError
 from mega_lra.training.config import compose
 from mega_lra.training.run_dir import RunDirError, group_hash
-from mega_lra.training.runner import evaluate, train
+from mega_lra.training.runner import apply_effective_batch, evaluate, train
 from tasks.datamodule import LRADataModule
 from tests.training.helpers import TASKS, run_overrides, tiny
 
@@ -222,3 +223,17 @@ def test_group_hash_ignores_seed_paths_and_logging_only():
     same = {"seed": 2, "paths": {"data_dir": "b"}, "optim": {"lr": 1.0}, "logger": None}
     other = {"seed": 1, "paths": {"data_dir": "a"}, "optim": {"lr": 2.0}}
     assert group_hash(base) == group_hash(same) != group_hash(other)
+
+
+def test_the_same_recipe_on_one_or_eight_devices_is_one_group():
+    cfgs = [compose(["experiment=lra/mega/pathx", f"trainer.devices={n}"]) for n in (1, 8, 4)]
+    for cfg in cfgs:
+        apply_effective_batch(cfg)
+    one, eight, four = (OmegaConf.to_container(c, resolve=True) for c in cfgs)
+    assert (
+        one["trainer"]["accumulate_grad_batches"],
+        eight["trainer"]["accumulate_grad_batches"],
+    ) == (64, 8)
+    assert group_hash(one) == group_hash(eight) == group_hash(four)
+    smaller = dict(one, trainer={**one["trainer"], "accumulate_grad_batches": 32})
+    assert group_hash(smaller) != group_hash(one)  # a different update batch is another recipe

@@ -150,7 +150,15 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     batch = synthetic_batch(task, model, case["batch"], case.get("length"))
     result["length"] = batch["attention_mask"].shape[-1]
     held = torch.utils.data.DataLoader(_Held(batch, steps + warmup), batch_size=None)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = fit_time(model, held)
+    if device == "cuda":
+        result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+
+        result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["step_ms"] = 1000 * statistics.median(times[warmup:])
     result["step_ms_all"] = [round(1000 * t, 3) for t in times]
 
@@ -225,6 +233,10 @@ def hours(row: dict[str, Any]) -> float:
     return row["total_steps"] * row["effective_batch"] * per_sample / 3600
 
 
+def _hours_text(h: float) -> str:
+    return f"{h:,.0f}" if h >= 10 else f"{h:.2f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -235,19 +247,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['args']['warmup']} warm-up; git {m.get('git_sha')}",
         "",
         "| experiment | L | params | step ms | steps/s | backbone fwd+bwd ms | step / backbone "
-        f"| recipe hours on this {m['device']} (measured) | GPU hours (projected) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| peak MiB | recipe hours on this {m['device']} (measured) | GPU hours (projected) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         if "step_ms" not in r:
-            lines.append(f"| {r['experiment']} | | | | | | | {r.get('error', '')} |")
+            lines.append(f"| {r['experiment']} | | | | | | | | {r.get('error', '')} | |")
             continue
         ratio = f"{r['overhead_ratio']:.2f}" if "overhead_ratio" in r else ""
         backbone = f"{r['backbone_ms']:.1f}" if "backbone_ms" in r else ""
-        recipe_hours = "" if r.get("real_data") else f"{hours(r):,.0f}"
+        recipe_hours = "" if r.get("real_data") else _hours_text(hours(r))
         gpu = ""
         if "step_gflop" in r:
-            gpu = f"{projected_gpu_hours(r, report['args']['assumed_tflops']):,.1f}"
+            gpu = _hours_text(projected_gpu_hours(r, report["args"]["assumed_tflops"]))
+        peak = f"{r['peak_mib']:,.0f}" if "peak_mib" in r else ""
         name = r["experiment"]
         if r.get("real_data"):
             name += (
@@ -256,7 +269,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append(
             f"| {name} | {r['length']} | {r['params']:,} | {r['step_ms']:.1f} | "
-            f"{1000 / r['step_ms']:.2f} | {backbone} | {ratio} | {recipe_hours} | {gpu} |"
+            f"{1000 / r['step_ms']:.2f} | {backbone} | {ratio} | {peak} | {recipe_hours} | {gpu} |"
         )
     lines += [
         "",

@@ -321,11 +321,7 @@ class MovingAverageGatedAttention(nn.Module):
         `_attend_block`; keeps no (C, C) matrix for the backward). q, k (B, n, C, Z)."""
         batch, n_chunks, chunk, _ = q.shape
         q = q * self.zdim**-0.5
-        table, center = None, 0
-        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
-            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
-        else:  # rotary bias a_i . b_j: Z more feature columns of the product q k^T
-            q, k = self._rotary_columns(q, k)
+        q, k, table, center = self._bias_operands(q, k)
         groups = batch * n_chunks
         o = blocked_softmax_attention(
             q.reshape(groups, chunk, -1),
@@ -338,6 +334,16 @@ class MovingAverageGatedAttention(nn.Module):
             block,
         )
         return o.view(batch, n_chunks, chunk, -1)
+
+    def _bias_operands(
+        self, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """(q, k, table, center) for the fused kernels: the simple bias as its table and the
+        table index of offset 0; the rotary bias a_i . b_j folded into q and k as Z more
+        columns of the product q k^T (no table)."""
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            return q, k, self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
+        return (*self._rotary_columns(q, k), None, 0)
 
     def _rotary_columns(
         self, q: torch.Tensor, k: torch.Tensor
@@ -374,11 +380,7 @@ class MovingAverageGatedAttention(nn.Module):
             counts = real.cumsum(-1) if self.causal else real.sum(-1, keepdim=True)
             n_keys = counts.clamp(min=1).unsqueeze(-1)  # (B, n, C|1, 1)
         q = q / n_keys
-        table, center = None, 0
-        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
-            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
-        else:
-            q, k = self._rotary_columns(q, k)
+        q, k, table, center = self._bias_operands(q, k)
         groups = batch * n_chunks
         o = blocked_element_attention(
             q.reshape(groups, chunk, -1),
@@ -432,11 +434,7 @@ class MovingAverageGatedAttention(nn.Module):
                 " use 'auto', 'reference' or 'sdpa'"
             )
         q = q * self.zdim**-0.5
-        table, center = None, 0
-        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
-            table, center = self.rel_pos_bias.rel_pos_bias, self.rel_pos_bias.center
-        else:
-            q, k = self._rotary_columns(q, k)
+        q, k, table, center = self._bias_operands(q, k)
         length = n_chunks * chunk
         o = flex_chunk_attention(
             q.reshape(batch, length, -1),

@@ -25,7 +25,6 @@ from mega_lra.training.checkpoint_io import AtomicCheckpointIO
 from mega_lra.training.distributed import cluster_plugins, prepare_model_for_processes
 from mega_lra.training.module import LRAModule
 from mega_lra.training.run_dir import (
-    BEST,
     CONFIG,
     LAST,
     RESULTS,
@@ -385,6 +384,3 @@ def _eval_path(ckpt_path: Path, split: str) -> Path:
         k += 1
         path = folder / f"{ckpt_path.stem}-{split}-{k}.json"
     return path
-
-
-__all__ = ["BEST", "evaluate", "train"]

@@ -393,17 +393,20 @@ def _in_process(case: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError(message)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or "CPU"
+
+
 def _machine(ns: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     info: dict[str, Any] = dict(
-        cpu=cpu,
+        cpu=cpu_name(),
         cpu_count=os.cpu_count(),
         threads=ns.threads,
         torch=torch.__version__,

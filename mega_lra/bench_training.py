@@ -317,8 +317,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(json.loads(ns.worker))))
         return 0
 
-    import platform
-
     import torch
 
     from mega_lra.training.run_dir import git_sha
@@ -360,13 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     if ns.device == "cuda":
         device_name = torch.cuda.get_device_name(0)
     else:
-        device_name = f"{platform.processor() or 'CPU'}, {threads} threads"
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-            device_name = f"{cpu}, {threads} threads"
-        except (OSError, StopIteration):
-            pass
+        from mega_lra.bench import cpu_name
+
+        device_name = f"{cpu_name()}, {threads} threads"
     report = {
         "machine": {
             "device": ns.device,

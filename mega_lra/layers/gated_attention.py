@@ -319,11 +319,16 @@ class MovingAverageGatedAttention(nn.Module):
     ) -> torch.Tensor:
         """Softmax attention through `blocked_softmax_attention` (same values as
         `_attend_block`; keeps no (C, C) matrix for the backward). q, k (B, n, C, Z)."""
-        batch, n_chunks, chunk, _ = q.shape
         q = q * self.zdim**-0.5
+        return self._per_chunk(blocked_softmax_attention, q, k, v, key_real, block)
+
+    def _per_chunk(self, kernel, q, k, v, key_real, block, *extra) -> torch.Tensor:
+        """Run a blocked kernel with every chunk as one group: q, k (B, n, C, Z), v (B, n, C, H),
+        key_real (B, n, 1, C) or None -> (B, n, C, H); the bias enters as `_bias_operands`."""
+        batch, n_chunks, chunk, _ = q.shape
         q, k, table, center = self._bias_operands(q, k)
         groups = batch * n_chunks
-        o = blocked_softmax_attention(
+        o = kernel(
             q.reshape(groups, chunk, -1),
             k.reshape(groups, chunk, -1),
             v.reshape(groups, chunk, -1),
@@ -332,6 +337,7 @@ class MovingAverageGatedAttention(nn.Module):
             None if key_real is None else key_real.reshape(groups, 1, chunk),
             self.causal,
             block,
+            *extra,
         )
         return o.view(batch, n_chunks, chunk, -1)
 
@@ -367,7 +373,7 @@ class MovingAverageGatedAttention(nn.Module):
     ) -> torch.Tensor:
         """laplace / relu2 attention through `blocked_element_attention` (same values as
         `_attend_block`; keeps no (C, C) matrix for the backward). q, k (B, n, C, Z)."""
-        batch, n_chunks, chunk, _ = q.shape
+        chunk = q.size(2)
         # n_i = number of visible real keys of row i (>= 1): q k^T / n = (q / n) k^T
         if key_real is None:
             n_keys = (
@@ -380,20 +386,9 @@ class MovingAverageGatedAttention(nn.Module):
             counts = real.cumsum(-1) if self.causal else real.sum(-1, keepdim=True)
             n_keys = counts.clamp(min=1).unsqueeze(-1)  # (B, n, C|1, 1)
         q = q / n_keys
-        q, k, table, center = self._bias_operands(q, k)
-        groups = batch * n_chunks
-        o = blocked_element_attention(
-            q.reshape(groups, chunk, -1),
-            k.reshape(groups, chunk, -1),
-            v.reshape(groups, chunk, -1),
-            table,
-            center,
-            None if key_real is None else key_real.reshape(groups, 1, chunk),
-            self.causal,
-            block,
-            self.attention_activation,
+        return self._per_chunk(
+            blocked_element_attention, q, k, v, key_real, block, self.attention_activation
         )
-        return o.view(batch, n_chunks, chunk, -1)
 
     def _attend_sdpa(
         self,

@@ -138,11 +138,9 @@ class NonFiniteGuard(Callback):
     ) -> None:
         if "16-mixed" in str(trainer.precision) and "bf16" not in str(trainer.precision):
             return  # fp16's grad scaler skips steps with inf gradients by design
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads:
-            norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-            if not math.isfinite(norm):
-                self._fail(trainer, "gradient norm", norm)
+        norm = pl_module.gradient_norm(optimizer) if hasattr(pl_module, "gradient_norm") else None
+        if norm is not None and not math.isfinite(float(norm)):
+            self._fail(trainer, "gradient norm", float(norm))
 
 
 class StuckAtChance(Callback):

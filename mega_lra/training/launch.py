@@ -25,6 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
+from mega_lra.training.run_dir import world_size
+
 # what Lightning's subprocess launcher sets in the environment of the launching process
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -51,17 +53,11 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _world_size(cfg: DictConfig) -> int:
-    from mega_lra.training.runner import world_size  # the runner owns the device count
-
-    return world_size(cfg.trainer)
-
-
 def check_launcher_supports(cfg: DictConfig) -> None:
     """Refuse DDP processes that the submitit local executor cannot start correctly."""
-    if submitit_executor() == "local" and _world_size(cfg) > 1:
+    if submitit_executor() == "local" and world_size(cfg.trainer) > 1:
         raise ValueError(
-            f"trainer.devices x trainer.num_nodes = {_world_size(cfg)} under "
+            f"trainer.devices x trainer.num_nodes = {world_size(cfg.trainer)} under "
             "hydra/launcher=submitit_local: that executor runs each job as one process and "
             "Lightning cannot relaunch it for DDP. Use the default launcher (drop "
             "hydra/launcher) or hydra/launcher=slurm, or trainer.devices=1"

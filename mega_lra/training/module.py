@@ -94,6 +94,7 @@ class LRAModule(L.LightningModule):
         self.train_seconds_before = 0.0  # fit wall time of earlier (interrupted) sessions
         self._fit_started: float | None = None
         self._pending_rng: dict[str, Any] | None = None
+        self._grad_norm: tuple[int, torch.Tensor | None] | None = None  # (step, norm)
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -155,10 +156,20 @@ class LRAModule(L.LightningModule):
         }
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        norm = self.gradient_norm(optimizer)
+        if norm is not None:
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def gradient_norm(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+        """Total 2-norm of the gradients before clipping, computed once per update (the
+        non-finite guard and the logging share it); None when no parameter has a gradient."""
+        step = self.trainer.global_step
+        if self._grad_norm is not None and self._grad_norm[0] == step:
+            return self._grad_norm[1]
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+        self._grad_norm = (step, norm)
+        return norm
 
     # -------------------------------------------------------------------- checkpoint state
     def on_train_start(self) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +87,24 @@ def run_state(run_dir: Path, resume: bool) -> str:
     return "fresh"
 
 
+def world_size(trainer: Mapping[str, Any]) -> int:
+    """Processes of a `trainer` config: devices (a count or a list of ids; "auto" counts as 1)
+    x nodes."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        n = len(devices)
+    else:
+        n = devices if isinstance(devices, int) and devices > 0 else 1
+    return n * int(trainer.get("num_nodes", 1) or 1)
+
+
 def update_batch(config: Mapping[str, Any]) -> int | None:
     """Samples per optimiser update: batch x processes x accumulation (None if unknown)."""
     loader, trainer = config.get("loader") or {}, config.get("trainer") or {}
     batch = loader.get("batch_size") if isinstance(loader, Mapping) else None
     if not isinstance(batch, int) or not isinstance(trainer, Mapping):
         return None
-    devices = trainer.get("devices", 1)
-    devices = len(devices) if isinstance(devices, list | tuple) else devices
-    devices = devices if isinstance(devices, int) and devices > 0 else 1
-    nodes = int(trainer.get("num_nodes") or 1)
-    return batch * devices * nodes * int(trainer.get("accumulate_grad_batches") or 1)
+    return batch * world_size(trainer) * int(trainer.get("accumulate_grad_batches") or 1)
 
 
 def _group_part(config: Mapping[str, Any]) -> dict[str, Any]:

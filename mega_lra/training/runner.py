@@ -34,6 +34,7 @@ from mega_lra.training.run_dir import (
     group_hash,
     read_results,
     run_state,
+    world_size,
     write_json_atomic,
 )
 from tasks.base import Task
@@ -71,14 +72,6 @@ def build(cfg: DictConfig, *, progress: bool = True) -> Setup:
     datamodule.prepare_data()
     datamodule.setup()
     return Setup(task, model, datamodule)
-
-
-def world_size(trainer_cfg: Mapping[str, Any]) -> int:
-    devices = trainer_cfg.get("devices", 1)
-    n = devices if isinstance(devices, int) and devices > 0 else 1
-    if isinstance(devices, list | tuple):
-        n = len(devices)
-    return n * int(trainer_cfg.get("num_nodes", 1) or 1)
 
 
 def apply_effective_batch(cfg: DictConfig) -> None:

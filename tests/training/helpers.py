@@ -29,14 +29,18 @@ LISTOPS_ROWS = [
 ]
 
 
+def write_listops_release(data_dir: Path, per_split: dict[str, int]) -> Path:
+    """ListOps alone, in the extracted release's layout (lra_release/lra_release/listops-1000)."""
+    write_listops(
+        data_dir / "lra_release" / "lra_release" / "listops-1000", LISTOPS_ROWS, per_split
+    )
+    return data_dir
+
+
 def write_all(data_dir: Path, listops_rows: dict[str, int] | None = None) -> Path:
     """Every task's raw files, in the layouts users download, under one data dir."""
     release = data_dir / "lra_release" / "lra_release"
-    write_listops(
-        release / "listops-1000",
-        LISTOPS_ROWS,
-        per_split=listops_rows or {"train": 12, "val": 6, "test": 6},
-    )
+    write_listops_release(data_dir, listops_rows or {"train": 12, "val": 6, "test": 6})
     write_aan(release / "tsv_data", {"train": 8, "eval": 4, "test": 4})
     write_pathfinder(release / "pathfinder32" / "curv_contour_length_14", n=20, side=32)
     write_pathfinder(release / "pathfinder128" / "curv_contour_length_14", n=10, side=128)

@@ -25,8 +25,7 @@ from mega_lra.training.distributed import (
     sync_batchnorm_for_cpu,
 )
 from tasks.datamodule import LRADataModule
-from tests.tasks.conftest import write_listops
-from tests.training.helpers import LISTOPS_ROWS, run_overrides, tiny
+from tests.training.helpers import run_overrides, tiny, write_listops_release
 from tests.training.sync_norm_worker import sync_norm_worker
 from tests.training.test_cli import cli
 
@@ -37,12 +36,7 @@ STEPS = 6  # 16 training rows / (2 processes x batch 2) = 4 steps per epoch: cro
 def odd_data(tmp_path_factory) -> Path:
     """ListOps with 7 validation and 7 test rows: two shards of 4 + 3 (padding would show)."""
     data = tmp_path_factory.mktemp("ddp-data")
-    write_listops(
-        data / "lra_release" / "lra_release" / "listops-1000",
-        LISTOPS_ROWS,
-        per_split={"train": 16, "val": 7, "test": 7},
-    )
-    return data
+    return write_listops_release(data, {"train": 16, "val": 7, "test": 7})
 
 
 def ddp_args(data: Path, run: Path, *extra: str) -> list[str]:

@@ -12,8 +12,7 @@ import torch
 
 from mega_lra.training.config import compose
 from mega_lra.training.runner import train
-from tests.tasks.conftest import write_listops
-from tests.training.helpers import LISTOPS_ROWS, run_overrides, tiny
+from tests.training.helpers import run_overrides, tiny, write_listops_release
 from tests.training.launch_helpers import Interrupted
 
 STEPS = 12  # 16 rows at batch 2: 8 steps per epoch
@@ -22,12 +21,7 @@ STEPS = 12  # 16 rows at batch 2: 8 steps per epoch
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("epoch-end-data")
-    write_listops(
-        d / "lra_release" / "lra_release" / "listops-1000",
-        LISTOPS_ROWS,
-        per_split={"train": 16, "val": 5, "test": 5},
-    )
-    return d
+    return write_listops_release(d, {"train": 16, "val": 5, "test": 5})
 
 
 def run(data: Path, run_dir: Path, *extra: str) -> dict:

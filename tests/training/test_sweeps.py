@@ -30,17 +30,12 @@ from omegaconf import OmegaConf
 
 from mega_lra import reproduce
 from mega_lra.training.config import CONF_DIR, compose
+from tests.training.helpers import tiny
 from tests.training.test_cli import cli
 
 TINY = [  # a demo run of a few seconds: tiny Mega-chunk on a few generated ListOps rows
     "experiment=demo/listops",
-    "model.num_hidden_layers=1",
-    "model.hidden_size=8",
-    "model.intermediate_size=16",
-    "model.shared_representation_size=4",
-    "model.ema_projection_size=2",
-    "model.truncation=64",
-    "model.chunk_size=16",
+    *tiny("mega_chunk"),
     "task.gen_rows.train=24",
     "task.gen_rows.val=9",
     "task.gen_rows.test=9",

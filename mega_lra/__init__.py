@@ -1,8 +1,8 @@
 """mega-lra: Mega (Moving Average Equipped Gated Attention) layers, the Hugging Face-compatible
 Mega model family, and the Long Range Arena suite."""
 
-from mega_lra.configuration import ConfigError, MegaConfig
-from mega_lra.modeling_mega import (
+from mega_lra.hf.configuration import ConfigError, MegaConfig
+from mega_lra.hf.modeling import (
     MegaForCausalLM,
     MegaForMaskedLM,
     MegaForMultipleChoice,

@@ -1,8 +1,8 @@
-"""Rebuild the transformers-4.41.2 Mega parity fixtures in tests/fixtures/hf/ (`make hf-fixtures`).
+"""Rebuild the transformers-4.41.2 Mega parity fixtures in tests/hf/fixtures/ (`make hf-fixtures`).
 
-Builds the reference env if needed (``mega_lra.hf_reference.ensure_env``), runs
+Builds the reference env if needed (``tools.hf_reference.envs.ensure_env``), runs
 ``tools/hf_reference/generate_fixtures.py`` in it into a scratch folder, then replaces the case
-folders under ``tests/fixtures/hf/`` (the README there is kept). Generation is deterministic, so
+folders under ``tests/hf/fixtures/`` (the README there is kept). Generation is deterministic, so
 on an unchanged tree this rewrites identical files; ``--check`` only compares and fails on any
 difference.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mega_lra.hf_reference import HFReferenceError, ensure_env, run_reference  # noqa: E402
+from tools.hf_reference.envs import HFReferenceError, ensure_env, run_reference  # noqa: E402
 
-DEFAULT_OUT = ROOT / "tests" / "fixtures" / "hf"
+DEFAULT_OUT = ROOT / "tests" / "hf" / "fixtures"
 
 
 def case_dirs(folder: Path) -> dict[str, Path]:

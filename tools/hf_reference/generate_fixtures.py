@@ -10,7 +10,7 @@ from HF's init, ``save_pretrained(OUT_DIR/<case>, safe_serialization=True)``, re
 float64 patches of ``hf_common.float64_reference``). Writes per case ``config.json`` and
 ``model.safetensors`` (as save_pretrained wrote them), ``io.safetensors`` (inputs, ``f32.*`` and
 ``f64.*`` outputs, ``valid.*`` comparison masks) and ``meta.json``. The file format is described
-in ``tests/fixtures/hf/README.md``. Deterministic: the same command writes the same bytes.
+in ``tests/hf/fixtures/README.md``. Deterministic: the same command writes the same bytes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ written). Decoders run with ``use_cache=False`` unless ``--use-cache`` (HF's def
 call, then one token per call (decoders only).
 
 ``--dtype float64`` applies the float64 patches of ``hf_common.float64_reference`` (see
-``tests/fixtures/hf/README.md``) and fails if any float32 tensor appears. Prints one JSON line
+``tests/hf/fixtures/README.md``) and fails if any float32 tensor appears. Prints one JSON line
 (class, dtype, output names, versions) on success.
 """
 

@@ -4,7 +4,7 @@ Usage::
 
     transformers_v5_checks.py WORKDIR
 
-WORKDIR is prepared by ``tests/test_hf_transformers_v5.py`` in the project's own env: one Mega
+WORKDIR is prepared by ``tests/hf/test_hf_transformers_v5.py`` in the project's own env: one Mega
 checkpoint folder per class (``model``, ``masked_lm``, ``causal_lm``, ``seq_cls``,
 ``multiple_choice``, ``token_cls``, ``qa``), ``vocab.json`` (a word list: id = position) and
 ``inputs.safetensors`` (``input_ids``, ``attention_mask``; ``mc_input_ids`` for multiple choice).

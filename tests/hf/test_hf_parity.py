@@ -1,6 +1,6 @@
 """Parity with the real transformers 4.41.2 Mega.
 
-Forward direction: every fixture in tests/fixtures/hf (made by `make hf-fixtures` from random,
+Forward direction: every fixture in tests/hf/fixtures (made by `make hf-fixtures` from random,
 perturbed HF models; see its README) loads with our `from_pretrained` and reproduces HF's outputs
 on real (non-padded) positions: relative error < 1e-10 in float64, < 1e-4 in float32.
 Reverse direction: a folder written by our `save_pretrained` loads in transformers (run in the
@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mega_lra
-from mega_lra.checkpoint_io import CheckpointError
+from mega_lra.hf.state_dict import CheckpointError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hf"
+FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "meta.json").is_file())
 MODEL_CASES = [c for c in CASES if c != "cross_attention_refuse"]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -194,7 +194,7 @@ REVERSE_CASES = [
 
 @pytest.mark.parametrize("case", REVERSE_CASES)
 def test_transformers_loads_what_save_pretrained_writes(case, tmp_path):
-    from mega_lra.hf_reference import run_reference
+    from tools.hf_reference.envs import run_reference
 
     meta, model, io = load_case(case)
     with torch.no_grad():  # our own weights, not the fixture's
@@ -226,7 +226,7 @@ def test_transformers_loads_what_save_pretrained_writes(case, tmp_path):
 def test_transformers_loads_a_sharded_save(tmp_path, safe):
     """A checkpoint split into shards (+ index) by save_pretrained loads in transformers 4.41.2
     with every key accounted for, gives our outputs, and loads back here unchanged."""
-    from mega_lra.hf_reference import run_reference
+    from tools.hf_reference.envs import run_reference
 
     case = "masked_lm"
     meta, model, io = load_case(case)

@@ -1,7 +1,7 @@
 """mega-lra registered with transformers v5's Auto classes, pipelines and Trainer.
 
 transformers v5 has no Mega, and cannot live in the project's env without changing what it
-pins, so it has its own cached env (`mega_lra.hf_reference.TRANSFORMERS_V5`, built on first use,
+pins, so it has its own cached env (`tools.hf_reference.envs.TRANSFORMERS_V5`, built on first use,
 about a minute and a half). This module makes tiny perturbed checkpoints here, runs
 `tools/hf_reference/transformers_v5_checks.py` once in that env (Auto classes, pipelines, HF's
 doc examples with only the imports changed, a short Trainer run), and compares what transformers
@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mega_lra
-from mega_lra import hf_reference
 from tests.helpers import perturb_, tiny_config
+from tools.hf_reference import envs as hf_reference
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tools/hf_reference/transformers_v5_checks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools/hf_reference/transformers_v5_checks.py"
 WORDS = [
     *("<s>", "<pad>", "</s>", "<unk>", "<mask>"),
     *("the", "capital", "of", "france", "is", "paris", "hello", "my", "dog", "cute", "who"),
@@ -110,7 +110,7 @@ def test_auto_config_returns_mega_lra_config(v5):
     _, report, _ = v5
     _no_error(report, "auto_config")
     assert report["auto_config"] == {
-        "class": "mega_lra.configuration.MegaConfig",
+        "class": "mega_lra.hf.configuration.MegaConfig",
         "is_mega_lra": True,
         "id2label": {"0": "NEG", "1": "POS"},
         "num_labels": 2,
@@ -125,9 +125,9 @@ def test_auto_model_classes_return_mega_lra_models(v5, name):
     assert got["mega_lra_class"] == CASES[name][0].__name__
     assert got["is_mega_lra"] and not got["training"]
     if name == "causal_lm":  # mega-lra's class plus a GenerationConfig for pipelines
-        assert got["class"] == "mega_lra.hf_auto.MegaForCausalLM"
+        assert got["class"] == "mega_lra.hf.auto.MegaForCausalLM"
     else:
-        assert got["class"] == f"mega_lra.modeling_mega.{CASES[name][0].__name__}"
+        assert got["class"] == f"mega_lra.hf.modeling.{CASES[name][0].__name__}"
     model = _load(work, name)
     inputs = load_file(str(work / "inputs.safetensors"))
     with torch.no_grad():

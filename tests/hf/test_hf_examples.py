@@ -5,7 +5,7 @@ stand-in for `mnaylor/mega-base-wikitext` (an MLM without the LM dense layer, as
 is). transformers is not installed here, so `AutoTokenizer` is a small word tokenizer with the
 RoBERTa specials and a split of "henson" into two pieces, so that the QA example's target
 positions 14 and 15 are "nice puppet" as with RoBERTa's tokenizer. The same examples with the
-real `AutoTokenizer`/`AutoConfig` of transformers v5 run in tests/test_hf_transformers_v5.py.
+real `AutoTokenizer`/`AutoConfig` of transformers v5 run in tests/hf/test_hf_transformers_v5.py.
 Each test then checks the example's results against values computed independently.
 """
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from mega_lra.atomic_files import atomic_path
+
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_INDEX_NAME = "model.safetensors.index.json"
@@ -183,17 +185,15 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
 
 
 def save_bin(state: dict[str, torch.Tensor], path: Path, save_function=None) -> None:
     """Write a `pytorch_model.bin`-style pickle of plain tensors, atomically."""
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    (save_function or torch.save)(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        (save_function or torch.save)(tensors, str(tmp))
 
 
 _SIZE_UNITS = {

@@ -3,7 +3,9 @@
 `transformers` 4.x cannot be installed beside the project's own dependencies (``datasets`` 5), and
 v5 deleted Mega, so the reference model lives in its own virtual environment under
 ``<repo>/.cache/hf-reference-4.41.2`` and is only ever reached through a subprocess. This module
-is standard library only: importing it never imports torch or transformers.
+is standard library only: importing it never imports torch or transformers. It is development
+tooling, not part of the installed package: import it from the repository root as
+``tools.hf_reference.envs``.
 
 - :func:`ensure_env` returns the reference env's python, building the env on first use (about a
   minute: ``torch==2.13.0`` from the local CPU wheel, then the pinned ``transformers`` stack).
@@ -18,7 +20,7 @@ registration with the Auto classes is exercised; the project is put on its ``PYT
 :func:`run_in_env`, not installed into it. Both envs share the build, lock and stamp logic: pass
 ``spec=TRANSFORMERS_V5`` to :func:`ensure_env`.
 
-Command line: ``python -m mega_lra.hf_reference [--rebuild] [--env reference|transformers-v5]``
+Command line: ``python tools/hf_reference/envs.py [--rebuild] [--env reference|transformers-v5]``
 builds (or checks) an env and prints its python.
 """
 
@@ -113,7 +115,7 @@ class HFReferenceError(RuntimeError):
 
 def repo_root() -> Path:
     """The repository root (the folder holding ``mega_lra/`` and ``tools/``)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def env_dir(root: Path | str | None = None, spec: EnvSpec | None = None) -> Path:
@@ -216,7 +218,7 @@ def _run_step(cmd: Sequence[str], what: str, path: Path, env_what: str | None = 
             f"command: {' '.join(cmd)} (exit {proc.returncode})\n"
             f"--- last {_PIP_TAIL_LINES} lines of its output ---\n{tail}\n---\n"
             f"The half-built env at {path} is not trusted (no completion stamp) and is removed on "
-            "the next try. Retry with `python -m mega_lra.hf_reference --rebuild` (add "
+            "the next try. Retry with `python tools/hf_reference/envs.py --rebuild` (add "
             "`--env transformers-v5` for that env); it needs the PyPI registry for "
             "transformers and its dependencies."
         )

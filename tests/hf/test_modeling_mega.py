@@ -10,7 +10,7 @@ import torch
 
 import mega_lra
 from mega_lra import MegaConfig
-from mega_lra.checkpoint_io import CheckpointError
+from mega_lra.hf.state_dict import CheckpointError
 from tests.helpers import perturb_, tiny_config
 
 ALL_CLASSES = [

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mega_lra.atomic_files import write_text
+
 ACTIVATIONS = ("silu", "relu", "linear", "gelu", "gelu_accurate", "tanh", "swish")
 ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 NORMALIZATION_TYPES = ("layernorm", "scalenorm", "rmsnorm", "batchnorm", "syncbatchnorm")
@@ -497,7 +499,7 @@ class MegaConfig:
         when online). `kwargs` override fields as in `from_dict`; transformers' hub arguments
         (`cache_dir`, `revision`, `token`, `local_files_only`, `force_download`, `subfolder`) are
         honoured for downloads."""
-        from mega_lra import checkpoint_io as io  # imports torch; only needed here
+        from mega_lra.hf import state_dict as io  # imports torch; only needed here
 
         hub = {name: kwargs.pop(name) for name in HUB_KWARGS if name in kwargs}
         path = Path(pretrained_model_name_or_path)
@@ -538,7 +540,5 @@ def _write_text_safely(path: Path, text: str, overwrite: bool) -> Path:
             raise FileExistsError(
                 f"{path} already exists with other content; pass overwrite=True to replace it"
             )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
     return path

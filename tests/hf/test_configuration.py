@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mega_lra.configuration import ConfigError, MegaConfig
+from mega_lra.hf.configuration import ConfigError, MegaConfig
 
 
 def test_hf_defaults():

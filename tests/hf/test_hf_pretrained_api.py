@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import mega_lra
 from mega_lra import MegaConfig
-from mega_lra.checkpoint_io import CheckpointError
+from mega_lra.hf.state_dict import CheckpointError
 from tests.helpers import perturb_, tiny_config
 
 IDS = torch.tensor([[0, 5, 9, 3, 30, 2], [0, 7, 8, 11, 36, 2]])
@@ -35,7 +35,7 @@ def _quiet(fn, *args, **kwargs):
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
     """Checkpoints made here, the API operations of the plan run by transformers 4.41.2."""
-    from mega_lra.hf_reference import run_reference
+    from tools.hf_reference.envs import run_reference
 
     root = tmp_path_factory.mktemp("hf-api")
     torch.manual_seed(0)

@@ -1,10 +1,10 @@
 """The transformers-4.41.2 parity fixtures and the reference-env manager, checked without the env.
 
-The fixtures (tests/fixtures/hf/, written by `make hf-fixtures`) are checked for internal
+The fixtures (tests/hf/fixtures/, written by `make hf-fixtures`) are checked for internal
 consistency: every checkpoint key and shape is what hf_mega.md section 3 says for its config,
 inputs and outputs are all there, float32 and float64 outputs agree, cached decoding equals the
 full forward where recorded, the case list covers the config space, and the whole set stays
-small. `mega_lra.hf_reference` is checked for its stamp/lock logic with a stand-in build.
+small. `tools.hf_reference.envs` is checked for its stamp/lock logic with a stand-in build.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mega_lra import hf_reference
+from tools.hf_reference import envs as hf_reference
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hf"
+FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "meta.json").is_file())
 MAX_TOTAL_BYTES = 5_000_000
 INPUT_NAMES = {
@@ -299,7 +299,7 @@ def test_cached_decoding_equals_full_forward_in_float64(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# mega_lra.hf_reference, with a stand-in build (the real env is never built here)
+# tools.hf_reference.envs, with a stand-in build (the real env is never built here)
 # ---------------------------------------------------------------------------------------------
 def fake_build(calls: list):
     def build(path: Path) -> None:

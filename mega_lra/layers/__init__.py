@@ -1,5 +1,12 @@
-"""Mega layers: plain PyTorch modules, one file per layer kind."""
+"""Mega layers: plain PyTorch modules, one file per layer kind (the maths only).
 
+ema.py (eqs. 2-3), gated_attention.py (eqs. 6-16, the layer), attention_dispatch.py (eq. 11 over
+a whole sequence: chunking and which kernel runs), attention_backends.py and blocked_attention.py
+(the kernels), relative_position.py, norms.py, nffn.py (eq. 17), block.py, activations.py,
+dropout.py.
+"""
+
+from mega_lra.layers.attention_dispatch import chunked_attention
 from mega_lra.layers.block import MegaBlock, run_blocks
 from mega_lra.layers.ema import EMAState, MultiDimensionDampedEMA
 from mega_lra.layers.gated_attention import AttentionState, MovingAverageGatedAttention
@@ -22,5 +29,6 @@ __all__ = [
     "ScaleNorm",
     "SequenceNorm",
     "SimpleRelativePositionalBias",
+    "chunked_attention",
     "run_blocks",
 ]

@@ -18,7 +18,7 @@ runs on any device and keeps no L x L matrix. `flex` is never used while
 `torch.are_deterministic_algorithms_enabled()` (its compiled backward adds the bias-table
 gradient with atomic adds): it falls back to `sdpa`, with a warning when it was asked for.
 
-Both fused paths compute exactly the reference's function (tests/test_gpu_attention.py):
+Both fused paths compute exactly the reference's function (tests/layers/test_gpu_attention.py):
 - scores q k^T * Z^-1/2 first, then + bias (the rotary bias a_i . b_j is folded in as Z more
   columns of q and k: q' = [q Z^-1/2, a], k' = [k, b]);
 - a key is visible when it is real (HF mask, 1 = keep), in the query's chunk, and (causal) not

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mega_lra.configuration import MegaConfig
+from mega_lra.hf.configuration import MegaConfig
 from mega_lra.layers.gated_attention import AttentionState, MovingAverageGatedAttention
 from mega_lra.layers.nffn import NormalizedFeedForwardNetwork
 

@@ -12,8 +12,9 @@ backward, per query block with S recomputed from q, k (a Z-wide matmul, not a fo
 Memory is O(L * block) instead of the O(L^2) probabilities autograd would keep, and the backward
 costs 4Z + 3H instead of 3(Z + H) multiply-adds per score (+7% for Z = 64, H = 256). The rotary
 bias a_i . b_j is folded into the product by the caller (q' = [q, a], k' = [k, b]). Rows without
-a visible key attend to the causal (or all) keys, as in `MovingAverageGatedAttention`. Values and
-gradients equal the reference path's (`tests/test_gated_attention.py`), fp32 rel. error ~1e-6.
+a visible key attend to the causal (or all) keys, as in `attention_dispatch.py`. Values and
+gradients equal the reference path's (`tests/layers/test_gated_attention.py`), fp32 rel. error
+~1e-6.
 
 `blocked_element_attention` does the same for Mega's unnormalised laplace / relu2 attention:
     S = q k^T + b (q pre-divided by each row's visible-key count), W = f(S) * visible, O = W v
@@ -103,7 +104,7 @@ def _masked_scores(q_rev, k, table, center, key_real, causal, last, out, shift=N
     return out
 
 
-# Query rows per block in `MovingAverageGatedAttention` (4K full attention on the 2-core test
+# Query rows per block in `chunked_attention` (4K full attention on the 2-core test
 # machine: 930-965 ms with 256-512 rows, 990 ms with 2048, 1010 ms with 4096).
 FUSED_BLOCK_ROWS = 512
 

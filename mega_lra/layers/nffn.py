@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mega_lra.configuration import MegaConfig
+from mega_lra.hf.configuration import MegaConfig
 from mega_lra.layers.activations import get_activation
 from mega_lra.layers.dropout import SequenceDropout
 from mega_lra.layers.norms import SequenceNorm

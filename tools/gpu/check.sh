@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 10's checks on a CUDA card, in one bounded run (8 minutes at most), in this order:
+# The GPU checks (kernels, EMA, decoding, training curve, bf16, benchmark) on a CUDA card,
+# in one bounded run (8 minutes at most), in this order:
 #   0. a probe of the SDPA kernels on Mega-chunk's shapes,
 #   1. the `gpu` tests without FlexAttention (backends vs the reference, EMA, decoding, 20-step
 #      loss curve, bf16 autocast),
@@ -86,7 +87,7 @@ stage probe 40 "$PY" tools/gpu/probe.py
 # 1. tests without FlexAttention (per-test limit: a hang costs one test, not the run)
 TIMEOUT_OPT=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_OPT=(--timeout 150)
-TEST_FILES=(tests/test_gpu_attention.py tests/test_gpu_training.py tests/test_autocast.py)
+TEST_FILES=(tests/layers/test_gpu_attention.py tests/training/test_gpu_training.py tests/layers/test_autocast.py)
 stage tests 150 "$PY" -m pytest "${TEST_FILES[@]}" "${TESTS[@]}" -k "not flex" \
     -p no:cacheprovider -q -rs --durations=8 "${TIMEOUT_OPT[@]}"
 

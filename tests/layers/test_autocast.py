@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from mega_lra import MegaConfig, MegaModel
-from mega_lra.bench import mega_fields
 from mega_lra.layers import attention_backends as ab
 from mega_lra.layers.ema import MultiDimensionDampedEMA
 from tests.gpu_helpers import DEVICES, GPU_MARKS, relative_error
@@ -75,7 +74,29 @@ BACKBONES = [
 def backbone_config(recipe: str, length: int, chunked: bool, backend: str) -> MegaConfig:
     """The LRA Text backbone (softmax, post-norm ScaleNorm) or the image one (laplace, pre-norm
     BatchNorm, D = 160, Z = 96, H = 320), dropout off."""
-    fields = mega_fields("text", length, chunked)
+    fields = dict(  # mega_lra_imdb: D 128, H = F 256, Z 64, N 16, 4 layers, post-norm ScaleNorm
+        vocab_size=260,
+        hidden_size=128,
+        num_hidden_layers=4,
+        intermediate_size=256,
+        ema_projection_size=16,
+        shared_representation_size=64,
+        nffn_hidden_size=256,
+        truncation=1024,
+        relative_positional_bias="simple",
+        normalization_type="scalenorm",
+        normalize_before_mega=False,
+        normalize_before_ffn=False,
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        bidirectional=True,
+        attention_activation="softmax",
+        use_chunking=chunked,
+        chunk_size=128 if chunked else -1,
+        max_positions=max(length, 2048),
+    )
     if recipe == "image":
         fields.update(
             hidden_size=160,

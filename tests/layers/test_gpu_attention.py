@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from mega_lra.configuration import ConfigError
+from mega_lra.hf.configuration import ConfigError
 from mega_lra.layers import attention_backends as ab
 from mega_lra.layers.gated_attention import MovingAverageGatedAttention
 from tests.gpu_helpers import DEVICES, relative_error, requires_cuda

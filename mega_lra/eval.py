@@ -5,7 +5,9 @@ and prints and writes its metrics (default `<run dir>/eval/<checkpoint>-<split>.
 never overwriting an earlier one). The model, task and data settings come from the checkpoint;
 other `key=value` arguments override them (e.g. `paths.data_dir=/data/lra`,
 `loader.batch_size=64`, `trainer.accelerator=cpu`); a key the saved config does not have is an
-error naming it.
+error naming it and the keys expected there. The checkpoint is read with `weights_only=True`: one
+whose pickle would build anything but tensors and plain values (it could run code) is refused,
+naming the file and the type (`mega_lra.training.checkpoint_files`). Errors exit with status 2.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    from mega_lra.training.console import quiet_known_noise
+
+    quiet_known_noise()
     from mega_lra.training.runner import evaluate
     from tasks.errors import DataError
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from mega_lra.training.callbacks import NonFiniteLossError
 from mega_lra.training.config import fill_run_info, register_resolvers
+from mega_lra.training.console import quiet_known_noise
 from mega_lra.training.launch import (
     check_launcher_supports,
     is_multirun,
@@ -30,6 +31,7 @@ from mega_lra.training.run_dir import RESULTS, RunDirError
 from tasks.errors import DataError
 
 register_resolvers()
+quiet_known_noise()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

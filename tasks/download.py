@@ -1,9 +1,9 @@
 """Opt-in downloads and safe extraction of the raw archives (``python -m tasks.prepare ...
 download=true``). Nothing here runs unless asked.
 
-* Downloads stream to ``<data_dir>/.downloads/<file>.part`` and are renamed only after the size
-  and checksum (where published) match, so an interrupted download is never mistaken for a
-  finished one.
+* Downloads stream to a temp file beside ``<data_dir>/.downloads/<file>`` and are renamed only
+  after the size and checksum (where published) match, so an interrupted download is never
+  mistaken for a finished one.
 * Archives are untrusted: every member is checked before anything is written. Absolute paths,
   ``..`` components, symbolic and hard links, devices and FIFOs are refused (a `DataError`
   names the member). Extraction goes to a private ``.tmp-*`` folder; its top-level entries are
@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from mega_lra.atomic_files import atomic_write
 from tasks.errors import DataError
 from tasks.storage import new_tmp_dir, remove_stale_tmp
 
@@ -82,15 +83,15 @@ ARCHIVES: dict[str, Archive] = {
 def download(
     url: str, dest: Path, md5: str | None, size: int | None, progress: bool = True
 ) -> Path:
-    """Fetch ``url`` to ``dest`` via ``dest.part``; verify size and md5; rename when done."""
+    """Fetch ``url`` to ``dest`` through a temp file beside it; verify size and md5; rename
+    when done (`mega_lra.atomic_files`)."""
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     h = hashlib.md5()
     got = 0
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+        # a temp file beside dest, renamed over it only when the block ends without an error
+        with urllib.request.urlopen(url, timeout=60) as resp, atomic_write(dest, "wb") as out:
             total = size or int(resp.headers.get("Content-Length") or 0) or None
             bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress)
             while block := resp.read(1 << 20):
@@ -99,24 +100,21 @@ def download(
                 got += len(block)
                 bar.update(len(block))
             bar.close()
+            if size is not None and got != size:
+                raise DataError(
+                    f"{url}: downloaded {got} bytes, expected {size}. Fix: retry (the transfer "
+                    "was cut)"
+                )
+            if md5 is not None and h.hexdigest() != md5:
+                raise DataError(
+                    f"{url}: md5 {h.hexdigest()} does not match the published {md5}. Fix: "
+                    "retry, or check that the URL still serves the original file"
+                )
     except OSError as e:  # URLError is an OSError
-        part.unlink(missing_ok=True)
         raise DataError(
             f"{url}: download failed ({e}). Fix: check the network, or download it by hand "
             f"and put it at {dest}"
         ) from e
-    if size is not None and got != size:
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"{url}: downloaded {got} bytes, expected {size}. Fix: retry (the transfer was cut)"
-        )
-    if md5 is not None and h.hexdigest() != md5:
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"{url}: md5 {h.hexdigest()} does not match the published {md5}. Fix: retry, or "
-            "check that the URL still serves the original file"
-        )
-    os.replace(part, dest)
     return dest
 
 

@@ -54,7 +54,7 @@ class LastCheckpoint(Callback):
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
             return
         self._saved_step = trainer.global_step
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state, for resume
 
     @staticmethod
     def _validation_follows(trainer: L.Trainer) -> bool:

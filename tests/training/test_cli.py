@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mega_lra.training.checkpoint_io import atomic_torch_save
-from tests.training.helpers import ROOT, run_overrides, tiny, write_all
+from mega_lra.atomic_files import torch_save
+from tests.helpers import tiny
+from tests.training.helpers import ROOT, run_overrides, write_all
 
 
 def cli(module: str, *args: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
@@ -152,14 +153,14 @@ def test_cli_errors_are_one_clear_message(lra_data, tmp_path):
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     path = tmp_path / "last.ckpt"
-    atomic_torch_save({"step": 1, "w": torch.ones(3)}, path)
+    torch_save({"step": 1, "w": torch.ones(3)}, path)
     child = (
         "import os, signal, torch\n"
-        "from mega_lra.training.checkpoint_io import atomic_torch_save\n"
+        "from mega_lra.atomic_files import torch_save\n"
         "class Die:\n"
         "    def __reduce__(self):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"atomic_torch_save({{'w': torch.zeros(1 << 20), 'die': Die()}}, {str(path)!r})\n"
+        f"torch_save({{'w': torch.zeros(1 << 20), 'die': Die()}}, {str(path)!r})\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", child], env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False

@@ -1,6 +1,6 @@
 """Summarise a `tools/gpu/check.sh` run: merge the extra benchmark runs into `extra.json` and
 write `summary.md` (stage exits, tests, the softmax kernels side by side at 4K, torch.compile,
-Path-X, issue 10's targets), printed last so that it ends the run's output."""
+Path-X, the GPU targets), printed last so that it ends the run's output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from mega_lra import bench
+from mega_lra.bench import report
 
 
 def _load(folder: Path) -> dict | None:
@@ -17,10 +17,10 @@ def _load(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _row(report: dict | None, model: str, length: int) -> dict | None:
-    if not report:
+def _row(bench_run: dict | None, model: str, length: int) -> dict | None:
+    if not bench_run:
         return None
-    return bench._cell(report["rows"], model, length)
+    return report.cell(bench_run["rows"], model, length)
 
 
 def _fmt(row: dict | None, key: str, fmt: str = "{:.1f}") -> str:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [line for line in tests.read_text().splitlines() if line.startswith("FAILED")]
         lines += ["", *counts, *failed]
 
-    length = bench.RATIO_LENGTH
+    length = report.RATIO_LENGTH
     if text:
         lengths = sorted({r["length"] for r in text["rows"]})
         length = length if length in lengths else lengths[len(lengths) // 2]
@@ -70,30 +70,30 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---:|---:|",
     ]
     runs = [("auto (sweep)", text), *((k, extra.get(k)) for k in ("flex", "reference", "compile"))]
-    for name, report in runs:
-        if report is None:
+    for name, run in runs:
+        if run is None:
             lines.append(f"| {name} | (no result) | | | | |")
             continue
-        chunk, full = _row(report, "mega_chunk", length), _row(report, "mega", length)
+        chunk, full = _row(run, "mega_chunk", length), _row(run, "mega", length)
         compile_s = [
             statistics.median(r["compile_s_all"])
             for r in (chunk, full)
             if r and r.get("compile_s_all")
         ]
-        backend = report["args"].get("attention_backend") or "auto"
+        backend = run["args"].get("attention_backend") or "auto"
         lines.append(
             f"| {name} [{backend}] | {_fmt(chunk, 'train_ms')} | {_fmt(chunk, 'peak_mib')} | "
             f"{_fmt(full, 'train_ms')} | {_fmt(full, 'peak_mib')} | "
             f"{' / '.join(f'{c:.0f}' for c in compile_s)} |"
         )
-        errors = [r.get("error") or r.get("skipped") for r in report["rows"] if "train_ms" not in r]
+        errors = [r.get("error") or r.get("skipped") for r in run["rows"] if "train_ms" not in r]
         lines += [f"|  note | {e} | | | | |" for e in errors if e]
 
     pathx = extra.get("pathx")
     if pathx:
         lines += ["", "## Path-X (laplace), batch {}".format(pathx["args"]["batch_size"]), ""]
         for r in pathx["rows"]:
-            what = bench.label(r["model"], pathx["args"]["size"])
+            what = r.get("label") or r["model"]
             if "train_ms" in r:
                 lines.append(
                     f"- {what}, L = {r['length']}: fwd+bwd {r['train_ms']:.1f} ms, "
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = dict(text["summary"]) if text else {}
     if pathx:
         summary.update({k: v for k, v in pathx["summary"].items() if k.startswith("pathx")})
-    met = bench.targets(summary)
+    met = report.targets(summary)
     if met:
-        lines += ["", "## Targets (issue 10)", "", "| target | result | met |", "|---|---|---|"]
+        lines += ["", "## GPU targets", "", "| target | result | met |", "|---|---|---|"]
         lines += [f"| {t} | {r} | {ok} |" for t, r, ok in met]
     if text:
         lines += ["", "## LRA Text sweep (text/bench.md)", ""]

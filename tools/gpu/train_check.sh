@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The training side on a CUDA card (issues 8, 9, 10), one bounded run (DEADLINE s, default 420):
+# The training side on a CUDA card (every recipe's step time, a 200-update Text run), one bounded
+# run (DEADLINE s, default 420):
 #   1. one optimiser step of every Table 2 recipe through the Lightning module in bf16-mixed
 #      (`python -m mega_lra.bench_training --device cuda`): measured steps/s -> GPU hours per
 #      recipe (replaces the FLOP projections in README / docs/training.md);

@@ -1,6 +1,8 @@
 """``python -m mega_lra.reproduce``: the paper's Table 2 grid as one resumable Hydra multirun.
 
-3 models x 6 LRA tasks x 5 seeds = 90 runs (`make reproduce-lra`), each in its own run dir
+Every LRA recipe (``conf/experiment/lra/<model>/<task>.yaml``: the models that have recipes x
+the LRA tasks, ``conf/task/*.yaml`` with ``benchmark: lra``) x 5 seeds, e.g. 3 models x 6 tasks
+x 5 seeds = 90 runs (`make reproduce-lra`), each in its own run dir
 ``<out>/<experiment>/seed_<seed>`` (e.g. ``runs/reproduce-lra/lra/mega/listops/seed_1``),
 launched as
 
@@ -31,10 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mega_lra.models.catalog import experiment_names, lra_tasks, recipe_models
 from mega_lra.training.run_dir import LAST, RESULTS
 
-MODELS = ("mega", "mega_chunk", "transformer")
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 SEEDS = (1, 2, 3, 4, 5)
 LAUNCHERS = {"basic": None, "slurm": "slurm", "submitit_local": "submitit_local"}
 DEFAULT_OUT = Path("runs") / "reproduce-lra"
@@ -108,8 +109,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Launch (or continue) the Table 2 grid: models x tasks x seeds.",
         epilog="Other arguments are Hydra overrides passed to every run.",
     )
-    p.add_argument("--models", type=_csv, default=list(MODELS), help="default: all three")
-    p.add_argument("--tasks", type=_csv, default=list(TASKS), help="default: the six LRA tasks")
+    models, tasks = recipe_models("lra"), lra_tasks()
+    p.add_argument("--models", type=_csv, default=None, help=f"default: {','.join(models)}")
+    p.add_argument("--tasks", type=_csv, default=None, help=f"default: {','.join(tasks)}")
     p.add_argument(
         "--experiments",
         type=_csv,
@@ -129,10 +131,17 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     except ValueError:
         p.error(f"--seeds {','.join(args.seeds)}: expected integers separated by commas")
     if args.experiments is None:
-        bad = sorted(set(args.models) - set(MODELS)) + sorted(set(args.tasks) - set(TASKS))
+        chosen = args.models is not None or args.tasks is not None
+        args.models, args.tasks = args.models or models, args.tasks or tasks
+        bad = sorted(set(args.models) - set(models)) + sorted(set(args.tasks) - set(tasks))
         if bad:
-            p.error(f"unknown model/task {bad}: models {MODELS}, tasks {TASKS}")
-        args.experiments = [f"lra/{m}/{t}" for m in args.models for t in args.tasks]
+            p.error(f"unknown model/task {bad}: models {models}, tasks {tasks}")
+        recipes = set(experiment_names("lra/"))
+        wanted = [f"lra/{m}/{t}" for m in args.models for t in args.tasks]
+        missing = [e for e in wanted if e not in recipes]
+        if missing and chosen:
+            p.error(f"no recipe for {missing} (conf/experiment/<name>.yaml)")
+        args.experiments = [e for e in wanted if e in recipes]  # the default: every recipe
     return args, overrides
 
 

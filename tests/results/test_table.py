@@ -17,53 +17,11 @@ from pathlib import Path
 import pytest
 
 from mega_lra import table
-from mega_lra.table import LRA_TASKS, load_paper
+from mega_lra.models.catalog import lra_tasks, task_label
+from tests.results.helpers import PAPER, seeds_of, write_run
 
-REPO = Path(__file__).resolve().parents[1]
-PAPER = load_paper()
-# The paper's Table 2 setting per task (what a run must match to be compared).
-ACT = PAPER.settings["attention_activation"]
-
-
-def write_run(root: Path, rel: str, **fields) -> Path:
-    """A finished run dir `root/rel` with a results.json (defaults: Mega, ListOps, real data)."""
-    task = fields.get("task", "listops")
-    model = fields.get("model", "mega")
-    data = {
-        "task": task,
-        "model": model,
-        "experiment": f"lra/{model}/{task}",
-        "seed": 0,
-        "group": f"{model}-{task}",
-        "attention_activation": "softmax" if model == "transformer" else ACT.get(task, "softmax"),
-        "chunk_size": PAPER.settings["chunk_size"].get(model, {}).get(task, -1),
-        "ema_projection_size": None if model == "transformer" else 16,
-        "normalization_type": "layernorm",
-        "params": 600_000,
-        "best_val_accuracy": 0.5,
-        "test_accuracy": 0.5,
-        "val_is_test": task == "text",
-        "steps": 100,
-        "train_seconds": 12.5,
-        "git_sha": "0" * 40,
-        "data_source": "files",
-        "data_manifest": "ab" * 32,
-    }
-    config = fields.pop("config", None)
-    data.update(fields)
-    run_dir = root / rel
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(data))
-    if config is not None:
-        (run_dir / "config.yaml").write_text(config)
-    return run_dir
-
-
-def seeds_of(root: Path, rel: str, accs: list[float], **fields) -> list[float]:
-    """One run per seed with these test accuracies (fractions); returns them in percent."""
-    for seed, acc in enumerate(accs):
-        write_run(root, f"{rel}/{seed}", seed=seed, test_accuracy=acc, **fields)
-    return [100 * a for a in accs]
+REPO = Path(__file__).resolve().parents[2]
+LRA_TASKS = lra_tasks()
 
 
 def run_table(root: Path, *args: str, capsys) -> tuple[int, str, str]:
@@ -426,10 +384,7 @@ def test_paper_file_is_consistent_with_itself():
         assert set(row) == set(LRA_TASKS)
         assert abs(statistics.mean(values) - PAPER.lra_avg[model].value) < 0.01, model
         for task, v in row.items():
-            assert (
-                v.source
-                == f"Table 2, row {PAPER.lra_rows[model]}, column {table.TASK_LABELS[task]}"
-            )
+            assert v.source == f"Table 2, row {PAPER.lra_rows[model]}, column {task_label(task)}"
     assert PAPER.attention["text"]["softmax"].value == PAPER.lra["mega"]["text"].value
     assert all(p.ref.approximate for p in PAPER.chunk_points)
     assert PAPER.ema_points == () and 0 in PAPER.ema_values
@@ -450,7 +405,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_cli_reads_runs_dir_by_default_and_prints_csv(tmp_path):
     pct = seeds_of(
-        tmp_path / "runs" / "multirun" / "2026-01-01", "job", [0.41, 0.45, 0.43], model="mega_chunk"
+        tmp_path / "runs" / "multirun" / "2026-01-01",
+        "job",
+        [0.41, 0.45, 0.43],
+        model="mega_chunk",
+        legacy=True,  # a results.json from before schema 2 is still read
     )
     proc = _cli("--format", "csv", cwd=tmp_path)  # default RUNS_DIR: runs/
     assert proc.returncode == 0, proc.stderr

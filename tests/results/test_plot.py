@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from mega_lra import plot
-from mega_lra.table import load_paper
-from tests.test_table import seeds_of, write_run
+from mega_lra.results import figures
+from tests.results.helpers import PAPER, seeds_of, write_run
 
-PAPER = load_paper()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -63,12 +62,12 @@ def as_xy(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
 def test_curves_plot_exactly_the_logged_values(tmp_path):
     run = write_run(tmp_path, "run", task="text", seed=3)
     write_metrics(run, METRICS)
-    curves, warnings = plot.load_curves([run])
+    curves, warnings = figures.load_curves([run])
     assert warnings == [] and len(curves) == 1
     assert curves[0].series == {name: as_xy(pts) for name, pts in METRICS.items()}
     assert curves[0].label == "run (mega, text, seed 3)"
 
-    fig = plot.draw_curves(curves)
+    fig = figures.draw_curves(curves)
     loss_ax, acc_ax = fig.axes
     for name, points in METRICS.items():
         split, metric = name.split("/")
@@ -82,19 +81,19 @@ def test_curves_plot_exactly_the_logged_values(tmp_path):
 def test_curves_missing_columns_are_named_and_the_rest_plotted(tmp_path):
     run = tmp_path / "run"
     write_metrics(run, {k: v for k, v in METRICS.items() if k != "val/acc"})
-    curves, warnings = plot.load_curves([run])
+    curves, warnings = figures.load_curves([run])
     assert curves[0].missing == ["val/acc"]
     assert warnings == [f"{run / 'csv' / 'metrics.csv'}: no values for val/acc"]
     assert set(curves[0].series) == {"train/loss", "train/acc", "val/loss"}
 
     empty = tmp_path / "nocsv"
     empty.mkdir()
-    with pytest.raises(plot.PlotError, match="nocsv: no csv/metrics.csv"):
-        plot.load_curves([empty])
+    with pytest.raises(figures.PlotError, match="nocsv: no csv/metrics.csv"):
+        figures.load_curves([empty])
     bad = tmp_path / "bad"
     (bad / "csv").mkdir(parents=True)
     (bad / "csv" / "metrics.csv").write_text("epoch,step,other\n0,1,2\n")
-    curves, warnings = plot.load_curves([bad])
+    curves, warnings = figures.load_curves([bad])
     assert curves == [] and "none of the columns" in warnings[0] and "bad" in warnings[0]
 
 
@@ -156,7 +155,7 @@ def test_ablation_panels_hold_our_means_and_the_papers_points(tmp_path, capsys):
         group="gen",
     )
 
-    panels, notes = plot.ablation_panels([tmp_path], PAPER)
+    panels, notes = figures.ablation_panels([tmp_path], PAPER)
     by_axis = {p.axis: p for p in panels}
     (line,) = by_axis["chunk_size"].lines
     assert line.x == [16, 64, -1]  # full attention last; the generated c=32 run left out
@@ -174,7 +173,7 @@ def test_ablation_panels_hold_our_means_and_the_papers_points(tmp_path, capsys):
     assert line.y == pytest.approx([statistics.mean(ema[0]), statistics.mean(ema[1]), chunk[-1][0]])
     assert by_axis["ema_projection_size"].xs == sorted(set(PAPER.ema_values))
 
-    fig = plot.draw_ablation(panels)
+    fig = figures.draw_ablation(panels)
     ax = fig.axes[0]
     (bars,) = [c for c in ax.containers if c.get_label() == by_axis["chunk_size"].lines[0].label]
     ours = bars.lines[0]  # the errorbar's data line

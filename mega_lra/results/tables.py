@@ -1,0 +1,455 @@
+"""The paper's four tables as data (`Grid`s of `Row`s of cells), before any rendering:
+
+- `build_lra`: Table 2, rows = models (the paper's rows first, in its order, then any other
+  model by label), columns = the LRA tasks (`conf/task/*.yaml` with `benchmark: lra`) + Avg;
+- `build_attention`: Table 3, Mega on Text and Image x the paper's attention functions;
+- `build_sc`: Table 4, SC-Raw, Mega base / big by experiment name;
+- `build_ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h.
+
+`build(table, groups, paper)` gives the comparison on real data, then the same table on
+generated data (never compared with the paper) in a section of its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mega_lra.models.catalog import lra_tasks
+from mega_lra.results.grouping import (
+    Cell,
+    Group,
+    choose,
+    describe,
+    fmt_stat,
+    model_label,
+    run_label,
+    task_label,
+    task_order,
+    task_rank,
+)
+from mega_lra.results.paper import Paper, PaperValue
+from mega_lra.results.runs import show
+
+TABLES = ("lra", "attention", "sc", "ablation")
+
+
+@dataclass
+class Average:
+    value: float | None  # mean of the cell means over `columns`
+    columns: tuple[str, ...]  # the columns averaged
+    expected: tuple[str, ...]  # the columns a complete row has
+
+    @property
+    def partial(self) -> bool:
+        return len(self.columns) < len(self.expected)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    cells: dict[str, Cell]  # column -> ours (absent = no run)
+    paper: dict[str, PaperValue] = field(default_factory=dict)  # column -> the paper's
+    paper_label: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # extra columns (ours)
+    paper_extra: dict[str, str] = field(default_factory=dict)
+    avg: Average | None = None
+    paper_avg: PaperValue | None = None
+
+
+@dataclass
+class Grid:
+    """One printed table."""
+
+    name: str  # lra, attention, sc, ablation_chunk, ablation_ema
+    title: str
+    corner: str  # header of the label column
+    columns: list[tuple[str, str]]  # (key, header)
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    generated: bool = False
+    extra_columns: list[tuple[str, str]] = field(default_factory=list)
+    has_avg: bool = False
+
+
+LEGEND = (
+    "Cells: test accuracy (%) at the best-validation checkpoint, mean ± sample std (ddof = 1) "
+    "over seeds, n = seeds (± n/a: one seed, no std); — = no run. Δ = ours − paper in "
+    "percentage points, from the unrounded mean."
+)
+GENERATED_TITLE = "Generated data (data_source = generate): NOT comparable with the paper"
+
+
+def _cell_notes(where: str, cell: Cell, label: str, notes: list[str]) -> None:
+    """A note when a cell had several candidate groups: which one is shown, and why."""
+    if len(cell.candidates) < 2:
+        return
+    names = describe(cell.candidates)
+    chosen, others = cell.group, cell.candidates[1:]
+    val = chosen.val_mean
+    text = (
+        f"† {where}: {len(cell.candidates)} configurations; shown: {names[chosen.id]}, the "
+        f"highest mean validation accuracy ({_num(val)}, n={len(chosen.runs)}). Not shown: "
+        + "; ".join(
+            f"{names[g.id]}: val {_num(g.val_mean)}, test {fmt_stat(g.test)}" for g in others
+        )
+        + "."
+    )
+    if chosen.ref.val_is_test:
+        text += f" ({label} validates on its test split: this choice looks at test.)"
+    notes.append(text)
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _left_out(where: str, groups: Sequence[Group], reason: str, notes: list[str]) -> None:
+    if groups:
+        runs = [show(r.run_dir) for g in groups for r in g.runs]
+        notes.append(f"{where}: {len(runs)} run(s) left out, {reason}: {', '.join(runs)}.")
+
+
+def _candidates(
+    groups: Sequence[Group],
+    paper: Paper | None,
+    table: str,
+    fields: Sequence[str],
+    where: str,
+    notes: list[str],
+) -> list[Group]:
+    """The groups that match the paper's setting on `fields` (all of them when `paper` is None:
+    no comparison); one note on those left out, by how they differ."""
+    if paper is None:
+        return list(groups)
+    keep, away = [], {}
+    for g in groups:
+        diff = paper.mismatch(g.ref, table, fields)
+        if diff:
+            away.setdefault(", ".join(diff), []).append(len(g.runs))
+        else:
+            keep.append(g)
+    if away:
+        notes.append(
+            f"{where}: left out, a setting differs from {table}'s (see --table attention or "
+            "ablation): " + "; ".join(f"{diff}: {sum(n)} run(s)" for diff, n in away.items()) + "."
+        )
+    return keep
+
+
+def _by(groups: Iterable[Group], *keys: str) -> dict[tuple, list[Group]]:
+    out: dict[tuple, list[Group]] = {}
+    for g in groups:
+        out.setdefault(tuple(getattr(g.ref, k) for k in keys), []).append(g)
+    return out
+
+
+def _model_order(labels: dict[str, str], paper: Paper) -> list[str]:
+    """The paper's Table 2 rows in its order, then every other model by label."""
+    known = [m for m in paper.lra_rows if m in labels]
+    return known + sorted(set(labels) - set(known), key=lambda m: (labels[m], m))
+
+
+def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
+    """Table 2. `compare=False` (generated data): no paper values, columns = the tasks present."""
+    notes: list[str] = []
+    by_cell = _by(groups, "model", "task")
+    ref = paper if compare else None
+    if not compare:
+        tasks = task_order({g.ref.task for g in groups})
+    else:
+        tasks = lra_tasks()
+        outside: dict[str, int] = {}
+        for g in groups:
+            if g.ref.task not in tasks:
+                outside[g.ref.task] = outside.get(g.ref.task, 0) + len(g.runs)
+        if outside:
+            notes.append(
+                "Runs on tasks outside Table 2 (not shown): "
+                + ", ".join(f"{t} ({n})" for t, n in sorted(outside.items()))
+                + "."
+            )
+    labels = {g.ref.model: run_label(g.ref) for g in groups if g.ref.task in tasks}
+    rows = []
+    for model in _model_order(labels, paper):
+        label = labels[model]
+        cells = {}
+        for task in tasks:
+            where = f"{label} / {task_label(task)}"
+            cand = by_cell.get((model, task), [])
+            if paper.describes(model):
+                fields = ("chunk_size", "attention_activation", "ema_projection_size")
+                cand = _candidates(cand, ref, "Table 2", fields, where, notes)
+            cell = choose(cand)
+            if cell is not None:
+                cells[task] = cell
+                _cell_notes(where, cell, task_label(task), notes)
+        row = Row(model, label, cells)
+        if compare:
+            row.paper = dict(paper.lra.get(model, {}))
+            name = paper.lra_rows.get(model)
+            row.paper_label = "Table 2" if name in (None, label) else f"{name}, Table 2"
+            row.paper_avg = paper.lra_avg.get(model)
+            expected = tuple(
+                t for t in tasks if row.paper.get(t, PaperValue(0, "")).value is not None
+            )
+            present = tuple(t for t in expected if t in cells)
+            value = statistics.fmean(cells[t].stat.mean for t in present) if present else None
+            row.avg = Average(value, present, expected)
+        rows.append(row)
+    if compare:
+        notes.insert(
+            0,
+            "Avg = mean of the task means; 'partial k/m' = over the k tasks present only, not "
+            "compared with the paper. The Transformer is compared with XFM‡ (the authors' "
+            "re-run), whose Avg is over the five tasks without ✗.",
+        )
+    return Grid(
+        "lra",
+        "LRA accuracy (%), ours vs the paper's Table 2",
+        "Model",
+        [(t, task_label(t)) for t in tasks],
+        rows,
+        notes,
+        generated=not compare,
+        has_avg=compare,
+    )
+
+
+def build_attention(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
+    """Table 3: Mega (full attention) on Text and Image, one column per attention function (the
+    paper's, then any other run). `compare=False`: no paper values, no setting filter."""
+    notes: list[str] = []
+    model = paper.attention_model
+    ref = paper if compare else None
+    mine = [g for g in groups if g.ref.model == model]
+    tasks = list(paper.attention)
+    paper_acts = list(dict.fromkeys(a for row in paper.attention.values() for a in row))
+    acts = paper_acts + sorted(
+        {str(g.ref.attention_activation) for g in mine if g.ref.task in tasks} - set(paper_acts)
+    )
+    by_cell = _by(mine, "task", "attention_activation")
+    mlabel = model_label(model, mine[0].ref.model_info if mine else None)
+    rows = []
+    for task in tasks:
+        tlabel = task_label(task)
+        cells = {}
+        for act in acts:
+            where = f"{mlabel} / {tlabel} / {act}"
+            fields = ("chunk_size", "ema_projection_size")
+            cand = _candidates(by_cell.get((task, act), []), ref, "Table 3", fields, where, notes)
+            cell = choose(cand)
+            if cell is not None:
+                cells[act] = cell
+                _cell_notes(where, cell, tlabel, notes)
+        if not cells:
+            continue
+        row = Row(task, f"{mlabel}, {tlabel}", cells)
+        if compare:
+            row.paper = dict(paper.attention[task])
+            row.paper_label = "Table 3"
+        rows.append(row)
+    return Grid(
+        "attention",
+        f"Attention functions (%), ours vs the paper's Table 3 ({mlabel}, full attention)",
+        "Task",
+        [(a, a) for a in acts],
+        rows,
+        notes,
+        generated=not compare,
+    )
+
+
+def _params(g: Group) -> str:
+    values = sorted({r.params for r in g.runs if r.params is not None})
+    if not values:
+        return "n/a"
+    text = [f"{v / 1000:.0f}K" if v < 10**6 else f"{v / 1e6:.2f}M" for v in values]
+    return "-".join(dict.fromkeys(text))
+
+
+def build_sc(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
+    """Table 4: SC-Raw, Mega base / big, chosen by experiment name."""
+    notes: list[str] = []
+    by_exp = _by(groups, "experiment")
+    rows = []
+    for key, ref in paper.sc.items():
+        cell = choose(by_exp.pop((ref["experiment"],), []))
+        if cell is None:
+            continue
+        _cell_notes(ref["row"], cell, task_label("sc_raw"), notes)
+        row = Row(key, ref["row"], {"sc_raw": cell}, extra={"params": _params(cell.group)})
+        if compare:
+            row.paper = {"sc_raw": ref["ref"]}
+            row.paper_label = "Table 4"
+            row.paper_extra = {"params": ref["params"]}
+        rows.append(row)
+    rest = [g for gs in by_exp.values() for g in gs if g.ref.task == "sc_raw"]
+    wanted = " or ".join(r["experiment"] for r in paper.sc.values())
+    _left_out(task_label("sc_raw"), rest, f"not run as experiment {wanted}", notes)
+    return Grid(
+        "sc",
+        "SC-Raw accuracy (%), ours vs the paper's Table 4",
+        "Model",
+        [("sc_raw", task_label("sc_raw"))],
+        rows,
+        notes,
+        generated=not compare,
+        extra_columns=[("params", "Params")],
+    )
+
+
+@dataclass
+class Series:
+    """One line of an ablation: the groups of one task and fixed setting, by x."""
+
+    task: str
+    label: str
+    cells: dict[int, Cell]  # x -> ours
+    paper: dict[int, PaperValue]  # x -> the paper's (Figure 4; approximate)
+
+
+AXES = {
+    "chunk_size": "attention chunk size c (full = -1)",
+    "ema_projection_size": "EMA dimension h",
+}
+SHORT = {
+    "attention_activation": "attn",
+    "chunk_size": "c",
+    "ema_projection_size": "h",
+    "normalization_type": "norm",
+}
+RECIPE_CHUNK = 128  # the paper's Mega-chunk C, for a task its recipes do not cover
+
+
+def x_label(x: int, axis: str) -> str:
+    return "full" if axis == "chunk_size" and x == -1 else str(x)
+
+
+def ablation_series(
+    groups: Sequence[Group], paper: Paper, axis: str, compare: bool = True
+) -> tuple[list[Series], list[str]]:
+    """Figure 4's data along `axis` (chunk_size or ema_projection_size).
+
+    Groups of a model the paper's settings describe (Mega, Mega-chunk) on one task that agree
+    on the other settings (attention function, the other axis, normalisation) form a series;
+    x = the axis value (a chunk as long as the input counts as full, -1). A series holding only
+    the paper's default on the axis (h = 16; c = full or the recipe's chunk) is no ablation:
+    left out, with a note. Paper points (`compare`) attach to a series run in the paper's
+    setting (its attention function, and h = 16 on the chunk axis)."""
+    notes: list[str] = []
+    settings = paper.settings
+    held = [k for k in SHORT if k != axis]
+    series_of: dict[tuple, dict[int, list[Group]]] = {}
+    for g in groups:
+        run = g.ref
+        if not paper.describes(run.model) or getattr(run, axis) is None:
+            continue
+        values = {k: getattr(run, k) for k in SHORT}
+        values["chunk_size"] = paper.full(run.task, run.chunk_size)
+        key = (run.task, *(values[k] for k in held))
+        series_of.setdefault(key, {}).setdefault(values[axis], []).append(g)
+    out, only_default = [], []
+    for key in sorted(series_of, key=lambda k: (task_rank(k[0]), str(k))):
+        task, fixed = key[0], dict(zip(held, key[1:]))
+        by_x = series_of[key]
+        if axis == "chunk_size":
+            defaults = {-1} | (paper.recipe_chunks(task) - {-1} or {RECIPE_CHUNK})
+        else:
+            defaults = {settings["ema_projection_size"]}
+        tag = ", ".join(f"{SHORT[k]}={x_label(v, k)}" for k, v in fixed.items())
+        label = f"{task_label(task)} ({tag})"
+        if set(by_x) <= defaults:
+            only_default.append(label)
+            continue
+        cells = {}
+        for x in sorted(by_x, key=lambda x: (x == -1, x)):  # full attention last
+            cells[x] = choose(by_x[x])
+            where = f"{label}, {SHORT[axis]}={x_label(x, axis)}"
+            _cell_notes(where, cells[x], task_label(task), notes)
+        refs: dict[int, PaperValue] = {}
+        in_setting = (
+            fixed["attention_activation"] == settings["attention_activation"].get(task)
+            and fixed.get("ema_projection_size", settings["ema_projection_size"])
+            == (settings["ema_projection_size"])
+        )
+        if compare and in_setting:
+            points = paper.chunk_points if axis == "chunk_size" else paper.ema_points
+            refs = {p.x: p.ref for p in points if p.task == task}
+        out.append(Series(task, label, cells, refs))
+    if only_default:
+        notes.append(
+            f"{len(only_default)} series hold only the paper's default {AXES[axis]} (no "
+            "ablation; "
+            + ("c = full or the recipe's chunk" if axis == "chunk_size" else "h = 16")
+            + "): not shown."
+        )
+    return out, notes
+
+
+def build_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) -> list[Grid]:
+    grids = []
+    for axis in AXES:
+        series, notes = ablation_series(groups, paper, axis, compare)
+        xs = {x for s in series for x in (*s.cells, *s.paper)}
+        if axis == "ema_projection_size" and compare:
+            xs |= set(paper.ema_values)
+            notes.insert(0, paper.ema_note)
+        ordered = sorted(xs, key=lambda x: (x == -1, x))
+        rows = []
+        for s in series:
+            row = Row(s.label, s.label, {str(x): c for x, c in s.cells.items()})
+            row.paper = {str(x): v for x, v in s.paper.items()}
+            row.paper_label = "Figure 4, approximate" if s.paper else ""
+            rows.append(row)
+        grids.append(
+            Grid(
+                f"ablation_{'chunk' if axis == 'chunk_size' else 'ema'}",
+                f"Accuracy (%) vs {AXES[axis]}, Mega / Mega-chunk (paper: Figure 4)",
+                "Task (fixed settings)",
+                [(str(x), x_label(x, axis)) for x in ordered],
+                rows,
+                notes,
+                generated=not compare,
+            )
+        )
+    return grids
+
+
+BUILDERS = {
+    "lra": lambda gs, p, c: [build_lra(gs, p, c)],
+    "attention": lambda gs, p, c: [build_attention(gs, p, c)],
+    "sc": lambda gs, p, c: [build_sc(gs, p, c)],
+    "ablation": build_ablation,
+}
+
+
+def build(table: str, groups: Sequence[Group], paper: Paper) -> list[Grid]:
+    """The grids of one `--table`: the paper comparison on real data, then (if any) the same
+    table on generated data, without paper values, in a section of its own."""
+    real = [g for g in groups if not g.generated]
+    gen = [g for g in groups if g.generated]
+    grids = BUILDERS[table](real, paper, True)
+    gen_grids = [g for g in BUILDERS[table](gen, paper, False) if g.rows] if gen else []
+    for grid in gen_grids:
+        grid.title = f"{GENERATED_TITLE}. {grid.title.split(',')[0]}"
+    if gen_grids:
+        shown = sorted(
+            {
+                r.run_dir
+                for grid in gen_grids
+                for row in grid.rows
+                for c in row.cells.values()
+                for r in c.group.runs
+            }
+        )
+        grids[0].notes.append(
+            f"{sum(len(g.runs) for g in gen)} run(s) on generated data are not compared with "
+            "the paper; the ones that fit this table are under 'Generated data' below."
+        )
+        gen_grids[0].notes.append(
+            "Runs on generated data shown: " + ", ".join(show(d) for d in shown) + "."
+        )
+    return grids + gen_grids

@@ -1,16 +1,17 @@
 """Data-path benchmark: prepare rows/s and loader batches/s (prints and saves JSON).
 
     python tools/bench_data.py [--listops-rows 20000] [--pathfinder-images 10000]
-                               [--num-proc 2] [--out runs/bench] [--mega-src DIR]
+                               [--num-proc 2] [--model-steps 2] [--model-batch 64]
+                               [--out runs/bench]
 
 Measures, in a fresh temporary data dir:
 * ListOps (LRA lengths 500-2000) and Pathfinder32: generator throughput, then ``task.build``
   (read + tokenise/decode with ``datasets.map`` + save) rows/s, then a cached rebuild's time;
-* loader batches/s over one train epoch (``LRADataModule``, batch 64 and 128, chunk padding 128,
-  ``num_workers=0``: the collation cost alone, in the main process);
-* optionally (when ``mega_lra`` provides ``MegaForSequenceClassification``, or ``--mega-src``
-  points at a checkout that does) the CPU train-step rate of a paper-size Mega-chunk model on the
-  same batches, for comparison with the loader.
+* loader batches/s over one train epoch (``LRADataModule``, batch 64 and 128, padded to the
+  Mega-chunk recipe's chunk, ``num_workers=0``: the collation cost alone, in the main process);
+* the CPU train-step rate of the task's Mega-chunk recipe (``experiment=lra/mega_chunk/<task>``,
+  composed from ``conf/`` and built with ``mega_lra.models.build_classifier``) on the same
+  loader's batches, for comparison with the loader.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from mega_lra.models import build_classifier  # noqa: E402
+from mega_lra.training.config import compose  # noqa: E402
 from tasks.datamodule import LRADataModule  # noqa: E402
 from tasks.listops import ListOpsTask  # noqa: E402
 from tasks.pathfinder import PathfinderTask  # noqa: E402
+
+RECIPE = "lra/mega_chunk/{task}"  # the model timed beside the loader
 
 
 def _time(fn):
@@ -60,8 +65,16 @@ def bench_prepare(task, paths: dict, rows: int) -> dict:
     }
 
 
-def bench_loader(task, paths: dict, batch_size: int, chunk: int = 128) -> dict:
-    dm = LRADataModule(task, paths, batch_size=batch_size, pad_to_multiple_of=chunk, progress=False)
+def recipe_model(name: str, task) -> torch.nn.Module:
+    """The Mega-chunk recipe's classifier of LRA task `name`, built for the bench's `task`."""
+    cfg = compose([f"experiment={RECIPE.format(task=name)}"])
+    return build_classifier(cfg.model, task)
+
+
+def bench_loader(task, paths: dict, batch_size: int, pad_multiple: int) -> dict:
+    dm = LRADataModule(
+        task, paths, batch_size=batch_size, pad_to_multiple_of=pad_multiple, progress=False
+    )
     dm.setup()
     loader = dm.train_dataloader()
     it = iter(loader)
@@ -74,76 +87,40 @@ def bench_loader(task, paths: dict, batch_size: int, chunk: int = 128) -> dict:
     sec = time.perf_counter() - start
     return {
         "batch_size": batch_size,
+        "pad_to_multiple_of": pad_multiple,
         "batches": n,
         "batches_per_s": round(n / sec, 1),
         "rows_per_s": round(rows / sec, 1),
     }
 
 
-def bench_model(kind: str, dm_task, paths: dict, steps: int) -> dict | None:
-    try:
-        from mega_lra import MegaConfig, MegaForSequenceClassification
-    except ImportError:
-        return None
-    if kind == "listops":  # paper ListOps size, Mega-chunk C=128
-        cfg = dict(
-            vocab_size=18,
-            hidden_size=80,
-            num_hidden_layers=6,
-            intermediate_size=160,
-            shared_representation_size=64,
-            nffn_hidden_size=160,
-            max_positions=2048,
-            normalization_type="layernorm",
-            normalize_before_mega=False,
-            normalize_before_ffn=False,
-        )
-        chunk = 128
-    else:  # paper Pathfinder size, Mega-chunk C=128 (pixels enter as token ids 3+v here)
-        cfg = dict(
-            vocab_size=259,
-            hidden_size=128,
-            num_hidden_layers=6,
-            intermediate_size=256,
-            shared_representation_size=64,
-            nffn_hidden_size=256,
-            max_positions=1024,
-            attention_activation="laplace",
-            normalization_type="batchnorm",
-        )
-        chunk = 128
-    config = MegaConfig(
-        **cfg,
-        use_chunking=True,
-        chunk_size=chunk,
-        num_labels=dm_task.num_classes,
-        pad_token_id=0,
-        relative_positional_bias="simple",
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    model = MegaForSequenceClassification(config)
+def bench_model(name: str, task, paths: dict, steps: int, batch_size: int) -> dict:
+    """Optimiser steps/s of the recipe's model (train mode, cross-entropy, AdamW) on the loader's
+    batches; the first step is a warm-up."""
+    model = recipe_model(name, task)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    dm = LRADataModule(dm_task, paths, batch_size=64, pad_to_multiple_of=chunk, progress=False)
+    dm = LRADataModule(
+        task, paths, batch_size=batch_size, pad_to_multiple_of=model.pad_multiple, progress=False
+    )
     dm.setup()
     it = iter(dm.train_dataloader())
     times = []
     for i in range(steps + 1):
         b = next(it)
-        ids = b.get("input_ids")
         start = time.perf_counter()
-        out = model(input_ids=ids, attention_mask=b["attention_mask"], labels=b["labels"])
-        out.loss.backward()
+        loss = torch.nn.functional.cross_entropy(model(b), b["labels"])
+        loss.backward()
         opt.step()
         opt.zero_grad()
         if i:
             times.append(time.perf_counter() - start)
     step = sum(times) / len(times)
     return {
-        "model": f"mega_chunk ({kind} paper size, C={chunk})",
-        "batch_size": 64,
-        "seq_len": int(b["attention_mask"].shape[1]),
+        "experiment": RECIPE.format(task=name),
+        "model": model.describe(),
+        "batch_size": batch_size,
+        "seq_len": int(b["attention_mask"].shape[-1]),
         "step_seconds": round(step, 3),
         "steps_per_s": round(1 / step, 3),
     }
@@ -154,14 +131,10 @@ def main() -> None:
     ap.add_argument("--listops-rows", type=int, default=20000)
     ap.add_argument("--pathfinder-images", type=int, default=10000)
     ap.add_argument("--num-proc", type=int, default=2)
-    ap.add_argument("--model-steps", type=int, default=2)
-    ap.add_argument("--mega-src", default=None, help="checkout whose mega_lra has the model")
+    ap.add_argument("--model-steps", type=int, default=2, help="0: no model step")
+    ap.add_argument("--model-batch", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     args = ap.parse_args()
-    if args.mega_src:
-        sys.path.insert(0, str(Path(args.mega_src).resolve()))
-        for mod in [m for m in sys.modules if m == "mega_lra" or m.startswith("mega_lra.")]:
-            del sys.modules[mod]
 
     torch.set_num_threads(os.cpu_count() or 1)
     n = args.listops_rows
@@ -191,21 +164,15 @@ def main() -> None:
         print("pathfinder prepare", results["pathfinder_prepare"], flush=True)
         results["loader"] = {}
         for name, task in (("listops", listops), ("pathfinder", pf)):
+            pad = recipe_model(name, task).pad_multiple
             for bs in (64, 128):
-                r = bench_loader(task, paths, bs)
+                r = bench_loader(task, paths, bs, pad)
                 results["loader"][f"{name}_bs{bs}"] = r
                 print("loader", name, r, flush=True)
         if args.model_steps > 0:
-            pix_tokens = PathfinderTask(
-                name="pathfinder_bench",
-                source="generate",
-                num_proc=args.num_proc,
-                gen_samples=args.pathfinder_images,
-                input_kind="tokens",
-            )
             results["model_step_cpu"] = {
-                "listops": bench_model("listops", listops, paths, args.model_steps),
-                "pathfinder": bench_model("pathfinder", pix_tokens, paths, args.model_steps),
+                name: bench_model(name, task, paths, args.model_steps, args.model_batch)
+                for name, task in (("listops", listops), ("pathfinder", pf))
             }
             print("model step", results["model_step_cpu"], flush=True)
     out = Path(args.out)

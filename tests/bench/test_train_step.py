@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from mega_lra import bench_training as bt
+from mega_lra.bench import train_step as bt
+from mega_lra.models import catalog
 
 
 def test_a_case_times_the_module_step_and_the_backbone_on_a_full_length_batch():
@@ -70,3 +71,20 @@ def test_cli_writes_json_and_markdown_and_never_overwrites(tmp_path):
     assert "GPU hours (projected)" in (out / "bench_training.md").read_text()
     with pytest.raises(SystemExit):
         bt.main(["--experiments", "demo/listops", "--out", str(out)])
+
+
+def test_default_experiments_are_every_recipe_in_the_papers_task_order():
+    recipes = bt.recipes()
+    assert set(recipes) == set(
+        catalog.experiment_names("lra/") + catalog.experiment_names("speech/")
+    )
+    tasks = [name.split("/")[2] for name in recipes if name.startswith("lra/")]
+    order = catalog.lra_tasks()
+    assert tasks == sorted(tasks, key=order.index)
+    assert bt.demos() == catalog.experiment_names("demo/") and bt.demos()
+
+
+def test_thin_cli_is_the_train_step_benchmark():
+    from mega_lra import bench_training
+
+    assert bench_training.main is bt.main

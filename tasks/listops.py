@@ -3,7 +3,7 @@
 Raw layout: ``listops-1000/basic_{train,val,test}.tsv`` (header ``Source\tTarget``), found under
 ``lra_release/lra_release/``, ``lra_release/``, the S4 suite's ``listops/`` or ``data_dir``
 itself. Without files, ``source=auto`` raises one error listing the paths searched and the ways
-out; only ``source=generate`` runs `tasks.generators.listops` (seeded) into
+out; only ``source=generate`` runs `tasks.generators.listops_expressions` (seeded) into
 ``<data_dir>/generated/<name>-<hash>/listops-1000/`` and reads it with the same reader.
 
 Tokens: the fixed vocabulary of `tasks.tokenizers` (parentheses dropped, ``]`` is its own
@@ -20,7 +20,7 @@ from datasets import Features, List, Value
 
 from tasks.base import Processed, RawSource, Task, lra_roots, split_files_at
 from tasks.errors import data_error
-from tasks.generators.listops import ListOpsSpec, write_listops
+from tasks.generators.listops_expressions import ListOpsSpec, write_listops
 from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import LISTOPS_VOCAB_SIZE, PAD_ID, encode_listops
 

@@ -11,7 +11,7 @@ also accepted): one whitespace-separated line per image, field 0 the folder (``i
 field 1 the file name, field 3 the label. Files are read in numeric order of ``<k>``.
 
 Without files, ``source=auto`` raises one error listing the paths searched and the ways out;
-only ``source=generate`` runs `tasks.generators.pathfinder` (into
+only ``source=generate`` runs `tasks.generators.pathfinder_images` (into
 ``<data_dir>/generated/<name>-<hash>/pathfinder<res>/curv_contour_length_14/``).
 
 Images are decoded with PIL ``convert("L")`` and cached as uint8. Every readable image is kept,
@@ -45,7 +45,7 @@ from PIL import Image as PILImage
 
 from tasks.base import Processed, RawSource, Task, indices_info, lra_roots, random_split_indices
 from tasks.errors import DataError, data_error
-from tasks.generators.pathfinder import PathfinderSpec, write_pathfinder
+from tasks.generators.pathfinder_images import PathfinderSpec, write_pathfinder
 from tasks.image import check_signal_fields
 from tasks.storage import batched_map, column_numpy, write_arrow
 from tasks.tokenizers import PAD_ID

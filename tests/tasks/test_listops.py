@@ -10,7 +10,7 @@ import pytest
 
 from tasks.base import Task
 from tasks.errors import DataError
-from tasks.generators.listops import ListOpsSpec, generate_rows, sample, write_listops
+from tasks.generators.listops_expressions import ListOpsSpec, generate_rows, sample, write_listops
 from tasks.listops import ListOpsTask
 from tasks.tokenizers import encode_listops
 from tests.tasks.conftest import LISTOPS_ROWS, paths_for

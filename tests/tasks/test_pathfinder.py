@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tasks.errors import DataError
-from tasks.generators.pathfinder import PathfinderSpec, render, write_pathfinder
+from tasks.generators.pathfinder_images import PathfinderSpec, render, write_pathfinder
 from tasks.pathfinder import PathfinderTask, split_lengths
 from tasks.pathx import PathXTask
 from tasks.prepare import load_task

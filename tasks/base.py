@@ -204,6 +204,9 @@ class Task:
     """Base of every task; subclasses set defaults and implement the hooks below."""
 
     name: str = ""
+    label: str = ""  # how tables and plots name the task
+    benchmark: str = ""  # lra | speech | demo: which table the task belongs to
+    column: int = 0  # its column in that benchmark's table (the paper's order)
     num_classes: int = 2
     input_kind: str = "tokens"
     max_length: int = 0
@@ -221,6 +224,8 @@ class Task:
     HUB_ID: ClassVar[str | None] = None
     # Fields that do not change the cached data (kept out of the cache key).
     NOT_CACHED: ClassVar[tuple[str, ...]] = ("num_proc", "source")
+    # Fields that only name the task (tables, plots): never part of the cache key.
+    DESCRIPTIVE: ClassVar[tuple[str, ...]] = ("label", "benchmark", "column")
 
     def __post_init__(self) -> None:
         def bad(key: str, value: Any, expected: str) -> DataError:
@@ -308,7 +313,8 @@ class Task:
     # ---- shared machinery ----------------------------------------------------------------
     def cache_params(self) -> dict[str, Any]:
         """Every field that changes the cached data, plus the class and cache version."""
-        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_CACHED}
+        skip = (*self.NOT_CACHED, *self.DESCRIPTIVE)
+        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         params["class"] = f"{type(self).__module__}.{type(self).__qualname__}"
         params["cache_version"] = CACHE_VERSION
         return params

@@ -1,5 +1,6 @@
-"""Shared test helpers: small configs, parameter perturbation, and an independent naive Mega
-reference written from the paper's equations with explicit loops (float64, one unpadded row)."""
+"""Shared test helpers: the tiny model configs (the one place they live), parameter perturbation,
+and an independent naive Mega reference written from the paper's equations with explicit loops
+(float64, one unpadded row)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,35 @@ import math
 
 import torch
 
-from mega_lra.configuration import MegaConfig
+from mega_lra.hf.configuration import MegaConfig
 from mega_lra.layers.activations import ELEMENT_ATTENTION
+
+# The smallest values of the shared field names (DESIGN.md's model contract). `tiny(model)` keeps
+# those that model's config file has, so a model added to conf/model/ shrinks with no entry here.
+TINY_FIELDS = {
+    "hidden_size": 8,
+    "num_hidden_layers": 1,
+    "intermediate_size": 16,  # Mega's v (its NFFN and classifier widths follow it)
+    "shared_representation_size": 4,
+    "ema_projection_size": 2,
+    "truncation": 64,
+    "num_attention_heads": 2,
+    "ffn_hidden_size": 8,
+    "attention_dropout_prob": 0.0,  # lets CPU SDPA take its fused kernel at 16K
+}
+TINY_CHUNK = 16  # models that chunk (use_chunking: true) attend within 16 tokens
+
+
+def tiny(model: str) -> list[str]:
+    """Hydra overrides that shrink `model=<model>` (any file in conf/model/) to a few hundred
+    parameters along the same code paths."""
+    from mega_lra.models.catalog import model_config
+
+    fields = model_config(model)
+    out = [f"model.{k}={v}" for k, v in TINY_FIELDS.items() if k in fields]
+    if fields.get("use_chunking"):
+        out.append(f"model.chunk_size={TINY_CHUNK}")
+    return out
 
 
 def tiny_config(**overrides) -> MegaConfig:

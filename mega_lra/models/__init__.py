@@ -1,28 +1,28 @@
-"""The LRA classifiers: plain PyTorch (no Lightning, no Hydra), one file per part.
+"""The LRA models: plain PyTorch (no Lightning, no Hydra in the modules), one file per part.
 
-input encoder (`encoders.py`) -> backbone (`backbones.py`: Mega / Mega-chunk / Transformer)
--> masked mean pooling and classifier head (`heads.py`), assembled by `lra_classifier.py`.
+`LRAClassifier` (`classifier.py`) = input encoder (`encoders.py`) -> a backbone -> masked mean
+pooling and classifier head (`heads.py`). Backbones, one file each: Mega / Mega-chunk
+(`mega.py`), the XFM‡ Transformer (`transformer.py`). `catalog.py` discovers the models and tasks
+of `conf/` and builds a classifier from a model config and a task.
 """
 
-from mega_lra.models.backbones import MegaBackbone, TransformerBackbone
-from mega_lra.models.encoders import RealNumberEncoder, TokenEncoder
+from mega_lra.models.catalog import build_classifier, build_model
+from mega_lra.models.classifier import LRAClassifier, count_parameters
+from mega_lra.models.encoders import RealNumberEncoder, SinusoidalPositions, TokenEncoder
 from mega_lra.models.heads import ClassifierHead, masked_mean_pool
-from mega_lra.models.lra_classifier import (
-    LRAClassifier,
-    MegaClassifier,
-    TransformerClassifier,
-    count_parameters,
-)
+from mega_lra.models.mega import MegaBackbone
+from mega_lra.models.transformer import TransformerBackbone
 
 __all__ = [
     "ClassifierHead",
     "LRAClassifier",
     "MegaBackbone",
-    "MegaClassifier",
     "RealNumberEncoder",
+    "SinusoidalPositions",
     "TokenEncoder",
     "TransformerBackbone",
-    "TransformerClassifier",
+    "build_classifier",
+    "build_model",
     "count_parameters",
     "masked_mean_pool",
 ]

@@ -5,10 +5,17 @@
   Transformer baseline uses std 0.02 (`init_bert_params`) and scale sqrt(d).
 - `RealNumberEncoder`: pixels and audio samples, one real number per step, e = x * w + b with
   w ~ N(0, 1) and b ~ N(0, 0.1), both of size d (the original's `RealNumberEmbedding`).
-Both map a (B, L) input to (B, L, d).
+- `SinusoidalPositions`: fairseq's sinusoidal position embedding, added to either encoder's
+  output when a model asks for positions (the XFM‡ Transformer does; Mega has none). Real tokens
+  are numbered padding_idx + 1, padding_idx + 2, ... from each row's first real token (fairseq's
+  `make_positions`), padded positions keep padding_idx, whose embedding is zero. The sinusoid: sin
+  over the first d/2 features, cos over the rest, frequencies exp(-i ln(10000) / (d/2 - 1)).
+Encoders map a (B, L) input to (B, L, d).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -52,3 +59,33 @@ class RealNumberEncoder(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         # (B, L) -> (B, L, d): x * w + b
         return torch.addcmul(self.bias, inputs.unsqueeze(-1).to(self.weight.dtype), self.weight)
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int, padding_idx: int) -> torch.Tensor:
+    """fairseq's sinusoid for integer positions (...,) -> (..., dim); zero at padding_idx."""
+    half = dim // 2
+    step = math.log(10000) / (half - 1)
+    freqs = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32) * -step)
+    angles = positions.to(torch.float32).unsqueeze(-1) * freqs  # (..., d/2)
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return emb.masked_fill((positions == padding_idx).unsqueeze(-1), 0.0)
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds fairseq's sinusoidal positions to (B, L, d) embeddings; no parameters."""
+
+    def __init__(self, dim: int, padding_idx: int = 1) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"sinusoidal positions need an even hidden_size, got {dim}")
+        self.dim = dim
+        self.padding_idx = padding_idx
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, d), mask (B, L) bool (True = real token) -> x + P (B, L, d)."""
+        pad = self.padding_idx
+        positions = torch.where(mask, mask.long().cumsum(dim=1) + pad, pad)  # (B, L)
+        return x + sinusoidal_embedding(positions, self.dim, pad).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, padding_idx={self.padding_idx}"

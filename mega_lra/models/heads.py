@@ -3,8 +3,10 @@
 - `masked_mean_pool`: sum over time of the (already zero-padded) hidden states divided by the
   true lengths (the original's `src_lengths`, before any chunk padding).
 - `ClassifierHead`: Linear(in, hidden) (Xavier-uniform weight, zero bias) -> dropout -> GELU ->
-  bias-free Linear(hidden, classes). For retrieval, `in` = 2d: the two documents' pooled
-  vectors concatenated (no product or difference features, unlike the original LRA).
+  bias-free Linear(hidden, classes) (Xavier-uniform too: the original's `sentence_projection_layer`
+  is built with fairseq's `Linear()` helper, which initialises it so). For retrieval, `in` = 2d:
+  the two documents' pooled vectors concatenated (no product or difference features, unlike the
+  original LRA).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ClassifierHead(nn.Module):
         self.out = nn.Linear(hidden_dim, num_classes, bias=False)
         nn.init.xavier_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)
+        nn.init.xavier_uniform_(self.out.weight)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         x = F.dropout(self.dense(pooled), self.dropout, self.training)  # (B, hidden)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mega_lra.results.record import Results
+from mega_lra.results.record import read_results as read_record
 
 RESULTS = "results.json"
 CONFIG = "config.yaml"
@@ -33,6 +34,7 @@ NOT_IN_GROUP = (
     "progress",
     "run",
     "run_dir",
+    "paper_norm_sequences",  # a fact about the paper's recipe (norm_sequences.py)
 )
 NOT_IN_GROUP_NESTED = {
     "loader": ("num_workers", "pin_memory", "batch_size"),
@@ -52,17 +54,6 @@ NOT_IN_GROUP_NESTED = {
 
 class RunDirError(RuntimeError):
     """The run dir cannot be used as asked (it holds results, or checkpoints without resume)."""
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def run_state(run_dir: Path, resume: bool) -> str:
@@ -161,5 +152,6 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
-def read_results(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / RESULTS).read_text())
+def read_results(run_dir: Path) -> Results:
+    """The run's `results.json` as its record (checked; a file from before schema 2 too)."""
+    return read_record(run_dir / RESULTS)

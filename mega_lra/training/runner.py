@@ -20,10 +20,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from mega_lra.models import count_parameters
-from mega_lra.training.checkpoint_io import AtomicCheckpointIO
+from mega_lra.atomic_files import write_json, write_text
+from mega_lra.models import build_classifier, count_parameters
+from mega_lra.results.record import Results
+from mega_lra.training.checkpoint_files import AtomicCheckpointIO, load_checkpoint
 from mega_lra.training.distributed import cluster_plugins, prepare_model_for_processes
 from mega_lra.training.module import LRAModule
+from mega_lra.training.norm_sequences import announce_norm_sequences
 from mega_lra.training.run_dir import (
     CONFIG,
     LAST,
@@ -35,7 +38,6 @@ from mega_lra.training.run_dir import (
     read_results,
     run_state,
     world_size,
-    write_json_atomic,
 )
 from tasks.base import Task
 from tasks.datamodule import LRADataModule
@@ -59,7 +61,7 @@ def choices_of(cfg: DictConfig) -> dict[str, str | None]:
 def build(cfg: DictConfig, *, progress: bool = True) -> Setup:
     """Task, classifier and data module of a config; the data is prepared (or found cached)."""
     task = instantiate(cfg.task)
-    model = instantiate(cfg.model)
+    model = build_classifier(cfg.model, task)
     loader = OmegaConf.to_container(cfg.loader, resolve=True)
     datamodule = LRADataModule(
         task,
@@ -142,23 +144,6 @@ def _loggers(cfg: DictConfig, resume_step: int | None, group: str) -> list[Any]:
     return loggers
 
 
-def _model_fields(model: torch.nn.Module) -> dict[str, Any]:
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "attention_activation"):
-        return {
-            "attention_activation": config.attention_activation,
-            "chunk_size": config.effective_chunk_size,
-            "ema_projection_size": config.ema_projection_size,
-            "normalization_type": config.normalization_type,
-        }
-    return {
-        "attention_activation": "softmax",
-        "chunk_size": -1,
-        "ema_projection_size": None,
-        "normalization_type": "layernorm",
-    }
-
-
 def label_fractions(manifest: Mapping[str, Any], split: str) -> tuple[float, float]:
     """(chance = 1 / classes, majority-class fraction) of a split."""
     counts = manifest["splits"][split]["labels"]
@@ -172,7 +157,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     state = run_state(run_dir, bool(cfg.resume))
     if state == "finished":
         print(f"[mega-lra] {run_dir} is finished ({RESULTS} exists); nothing to do")
-        return read_results(run_dir)
+        return read_results(run_dir).to_dict()
 
     apply_effective_batch(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -187,7 +172,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     if state == "fresh":
-        OmegaConf.save(OmegaConf.create(resolved), run_dir / CONFIG)
+        write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(resolved)))
     group = group_hash(resolved)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -207,9 +192,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     if state == "resume":
         ckpt_path = str(run_dir / LAST)
-        resume_step = int(
-            torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
-        )
+        resume_step = int(load_checkpoint(ckpt_path)["global_step"])
         print(f"[mega-lra] resuming {run_dir} from {ckpt_path} (step {resume_step})")
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -223,6 +206,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=str(run_dir),
     )
     prepare_model_for_processes(setup.model, trainer.world_size, trainer.strategy.root_device.type)
+    announce_norm_sequences(cfg, trainer.world_size, trainer.is_global_zero)
     params = count_parameters(setup.model)
     data_hash = built.manifest_sha256
     info = {
@@ -253,26 +237,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _finish_wandb()
     test_accuracy = float(tested[0]["test/acc"]) if tested else None
     choices = choices_of(cfg)
-    results = {
-        "task": choices["task"] or setup.task.name,
-        "model": choices["model"] or getattr(setup.model, "name", None),
-        "experiment": choices["experiment"],
-        "seed": int(cfg.seed),
-        "group": group,
-        **_model_fields(setup.model),
-        "params": params,
-        "best_val_accuracy": best_val,
-        "test_accuracy": test_accuracy,
-        "val_is_test": bool(setup.task.val_is_test),
-        "steps": int(trainer.global_step),
-        "train_seconds": round(train_seconds, 3),
-        "git_sha": info["git_sha"],
-        "data_source": info["data_source"],
-        "data_manifest": data_hash,
-        "test_checkpoint": None if test_ckpt is None else Path(test_ckpt).name,
-    }
+    record = Results(
+        task=choices["task"] or setup.task.name,
+        model=choices["model"] or setup.model.label,
+        experiment=choices["experiment"],
+        seed=int(cfg.seed),
+        group=group,
+        params=params,
+        best_val_accuracy=best_val,
+        test_accuracy=test_accuracy,
+        val_is_test=bool(setup.task.val_is_test),
+        steps=int(trainer.global_step),
+        train_seconds=round(train_seconds, 3),
+        git_sha=info["git_sha"],
+        data_source=info["data_source"],
+        data_manifest=data_hash,
+        model_info=setup.model.describe(),
+        test_checkpoint=None if test_ckpt is None else Path(test_ckpt).name,
+    )
+    results = record.to_dict()
     if trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULTS, results)
+        record.write(run_dir)
         print(summary(results, built.manifest, run_dir))
     return results
 
@@ -323,10 +308,11 @@ def evaluate(
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r}: expected train, val or test")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(ckpt_path)
     saved = (checkpoint.get("mega_lra") or {}).get("config")
     if not saved:
         raise ValueError(f"{ckpt_path}: not a mega-lra training checkpoint (no saved config)")
+    check_override_keys(saved, overrides, ckpt_path)
     cfg = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(list(overrides)))
     setup = build(cfg, progress=False)
     module = LRAModule(
@@ -360,9 +346,34 @@ def evaluate(
         "seconds": round(time.perf_counter() - start, 3),
     }
     target = Path(out) if out else _eval_path(ckpt_path, split)
-    write_json_atomic(target, result)
+    write_json(target, result)
     result["written_to"] = str(target)
     return result
+
+
+def check_override_keys(
+    saved: Mapping[str, Any], overrides: Sequence[str], ckpt_path: Path
+) -> None:
+    """Each `key=value` override must name a key of the checkpoint's saved config: a typo
+    (`loader.batchsize=8`) is an error naming it, not a key that silently does nothing."""
+    for arg in overrides:
+        key = arg.partition("=")[0]
+        node: Any = saved
+        walked: list[str] = []
+        for part in key.split("."):
+            if not isinstance(node, Mapping):
+                raise ValueError(
+                    f"override {arg!r}: {'.'.join(walked)} is a value, not a group, in the "
+                    f"config saved in {ckpt_path}"
+                )
+            if part not in node:
+                where = ".".join(walked) or "the top level"
+                raise ValueError(
+                    f"override {arg!r}: the config saved in {ckpt_path} has no key {key!r}; "
+                    f"expected one of {where}'s keys: {', '.join(sorted(map(str, node)))}"
+                )
+            node = node[part]
+            walked.append(part)
 
 
 def _eval_path(ckpt_path: Path, split: str) -> Path:

@@ -1,5 +1,5 @@
-"""Shared by the training tests: official-layout data for every task, tiny-model overrides, and
-a callback that slows a run down so a test can kill it mid-run."""
+"""Shared by the training tests: official-layout data for every task, short-run overrides, and a
+callback that slows a run down so a test can kill it mid-run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from mega_lra.models.catalog import benchmark_tasks
 from tests.tasks.conftest import (
     write_aan,
     write_cifar,
@@ -18,7 +19,7 @@ from tests.tasks.conftest import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = ["listops", "text", "retrieval", "image", "pathfinder", "pathx", "sc_raw"]
+TASKS = [*benchmark_tasks("lra"), *benchmark_tasks("speech")]  # every task with real data
 LISTOPS_ROWS = [
     ("( ( ( [MAX 2 ) 9 ) ] )", 9),
     ("( ( ( ( [MIN 4 ) ( ( ( [SM 3 ) 5 ) ] ) ) 7 ) ] )", 4),
@@ -48,29 +49,6 @@ def write_all(data_dir: Path, listops_rows: dict[str, int] | None = None) -> Pat
     write_cifar(data_dir / "cifar-10-batches-py", per_batch=4)
     write_speech(data_dir / "speech_commands", per_word=7)
     return data_dir
-
-
-def tiny(model: str) -> list[str]:
-    """Overrides that shrink a model to a few hundred parameters (same code paths)."""
-    if model == "transformer":
-        return [
-            "model.num_hidden_layers=1",
-            "model.hidden_size=8",
-            "model.num_attention_heads=2",
-            "model.ffn_hidden_size=8",
-            "model.attention_dropout_prob=0.0",  # lets CPU SDPA take its fused kernel at 16K
-        ]
-    out = [
-        "model.num_hidden_layers=1",
-        "model.hidden_size=8",
-        "model.intermediate_size=16",
-        "model.shared_representation_size=4",
-        "model.ema_projection_size=2",
-        "model.truncation=64",
-    ]
-    if model == "mega_chunk":
-        out.append("model.chunk_size=16")
-    return out
 
 
 def run_overrides(data_dir: Path, steps: int = 2, batch: int = 2) -> list[str]:

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mega_lra.layers.norms import MaskedBatchNorm, SequenceNorm
+from mega_lra.models import build_model
 from mega_lra.training.config import compose
 from mega_lra.training.distributed import (
     cluster_plugins,
@@ -25,7 +26,8 @@ from mega_lra.training.distributed import (
     sync_batchnorm_for_cpu,
 )
 from tasks.datamodule import LRADataModule
-from tests.training.helpers import run_overrides, tiny, write_listops_release
+from tests.helpers import tiny
+from tests.training.helpers import run_overrides, write_listops_release
 from tests.training.sync_norm_worker import sync_norm_worker
 from tests.training.test_cli import cli
 
@@ -73,7 +75,7 @@ def ddp_run(odd_data, tmp_path_factory) -> Path:
 def single_process_correct(run: Path, ckpt: str, split: str) -> int:
     """Rows of a 7-row split a checkpoint classifies right, recounted here without Lightning."""
     cfg = OmegaConf.load(run / "config.yaml")
-    model = instantiate(cfg.model)
+    model = build_model(cfg)
     state = torch.load(run / "checkpoints" / ckpt, map_location="cpu", weights_only=True)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
     model.eval()

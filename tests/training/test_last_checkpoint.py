@@ -12,7 +12,8 @@ import torch
 
 from mega_lra.training.config import compose
 from mega_lra.training.runner import train
-from tests.training.helpers import run_overrides, tiny, write_listops_release
+from tests.helpers import tiny
+from tests.training.helpers import run_overrides, write_listops_release
 from tests.training.launch_helpers import Interrupted
 
 STEPS = 12  # 16 rows at batch 2: 8 steps per epoch

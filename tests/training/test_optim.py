@@ -4,12 +4,13 @@ exactly one group; AdamW's decay is decoupled (fairseq's Adam)."""
 import pytest
 import torch
 
-from mega_lra.models import MegaClassifier
+from mega_lra.models import LRAClassifier, MegaBackbone
 from mega_lra.training.optim import adamw, build_param_groups
 
 
 def tiny_mega():
-    return MegaClassifier(
+    return LRAClassifier(
+        MegaBackbone,
         num_classes=3,
         vocab_size=20,
         hidden_size=8,
@@ -18,7 +19,7 @@ def tiny_mega():
         nffn_hidden_size=16,
         shared_representation_size=4,
         ema_projection_size=2,
-        max_positions=32,
+        max_length=32,
         relative_positional_bias="simple",
         relative_bias_layout="original",
         normalization_type="layernorm",

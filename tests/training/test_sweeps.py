@@ -29,13 +29,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mega_lra import reproduce
+from mega_lra.models import build_model
 from mega_lra.training.config import CONF_DIR, compose
-from tests.training.helpers import tiny
+from tests.helpers import tiny as tiny_model
 from tests.training.test_cli import cli
 
 TINY = [  # a demo run of a few seconds: tiny Mega-chunk on a few generated ListOps rows
     "experiment=demo/listops",
-    *tiny("mega_chunk"),
+    *tiny_model("mega_chunk"),
     "task.gen_rows.train=24",
     "task.gen_rows.val=9",
     "task.gen_rows.test=9",
@@ -148,9 +149,11 @@ def test_chunk_size_ablation_composes_every_job():
     )
     for job in jobs:
         cfg = compose(["ablation=chunk_size", *(f"{k}={v}" for k, v in job.items())])
-        model = instantiate(cfg.model)
-        assert model.config.use_chunking and model.config.chunk_size == int(job["model.chunk_size"])
-        assert model.config.ema_projection_size == 16  # the recipe's, untouched
+        model = build_model(cfg)
+        assert model.backbone.config.use_chunking and model.backbone.config.chunk_size == int(
+            job["model.chunk_size"]
+        )
+        assert model.backbone.config.ema_projection_size == 16  # the recipe's, untouched
         assert cfg.run.experiment == job["experiment"]
 
 
@@ -169,21 +172,24 @@ def test_ema_dimension_ablation_composes_every_job_with_an_ema(experiment):
     for h in [h for h in EMA_DIMS if h >= 1]:
         job = [f"experiment={experiment}", f"model.ema_projection_size={h}"]
         cfg = compose(["ablation=ema_dim", *job])
-        model = instantiate(cfg.model)
-        assert model.config.ema_projection_size == h and not model.config.use_chunking
+        model = build_model(cfg)
+        assert (
+            model.backbone.config.ema_projection_size == h
+            and not model.backbone.config.use_chunking
+        )
         expansions = [
             p.shape for n, p in model.named_parameters() if n.endswith("ema_expansion_matrix")
         ]
-        assert len(expansions) == model.config.num_hidden_layers
+        assert len(expansions) == model.backbone.config.num_hidden_layers
         assert all(shape[1] == h for shape in expansions)  # (D, h, 1): h EMA dimensions
 
 
 def test_ema_dimension_zero_builds_mega_without_ema():
     cfg = compose(["ablation=ema_dim", "experiment=lra/mega/text", "model.ema_projection_size=0"])
-    model = instantiate(cfg.model)
-    assert model.config.ema_projection_size == 0
+    model = build_model(cfg)
+    assert model.backbone.config.ema_projection_size == 0
     assert sum(p.numel() for n, p in model.named_parameters() if "ema_gate" in n) == 0
-    with_ema = instantiate(compose(["experiment=lra/mega/text"]).model)
+    with_ema = build_model(compose(["experiment=lra/mega/text"]))
     ema = sum(p.numel() for n, p in with_ema.named_parameters() if "ema_gate" in n)
     assert ema > 0
     assert sum(p.numel() for p in with_ema.parameters()) - ema == sum(

@@ -6,42 +6,53 @@ import math
 import pytest
 import torch
 
-from mega_lra.transformer import (
-    TransformerConfig,
-    TransformerEncoder,
-    TransformerLayer,
-    sinusoidal_embedding,
-)
+from mega_lra.models import LRAClassifier, TransformerBackbone
+from mega_lra.models.encoders import sinusoidal_embedding
+from mega_lra.models.transformer import TransformerLayer
 from tests.helpers import perturb_
 
+SMALL = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    ffn_hidden_size=24,
+    dropout_prob=0.0,
+    attention_dropout_prob=0.0,
+)
 
-def small_config(**overrides) -> TransformerConfig:
-    fields = dict(
+
+def classifier(**overrides):
+    fields = {**SMALL, **overrides}
+    return LRAClassifier(
+        TransformerBackbone,
+        num_classes=2,
         vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        ffn_hidden_size=24,
-        max_positions=40,
-        dropout_prob=0.0,
-        attention_dropout_prob=0.0,
+        max_length=40,
+        embedding_std=0.02,
+        scale_embedding=True,
+        positions="sinusoidal",
+        **fields,
     )
-    fields.update(overrides)
-    return TransformerConfig(**fields)
 
 
-def test_default_config_is_the_lra_text_size():
-    config = TransformerConfig()
-    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (4, 256, 4)
-    assert (config.ffn_hidden_size, config.max_positions) == (1024, 4002)
+def hidden(model, ids, mask=None):
+    keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+    return model.backbone(model.embed(ids, keep), keep)
+
+
+def test_default_fields_are_the_lra_text_size():
+    backbone = TransformerBackbone()
+    layer = backbone.layers[0]
+    assert (len(backbone.layers), backbone.hidden_size, layer.num_heads) == (4, 256, 4)
+    assert layer.fc1.out_features == 1024
 
 
 def test_shapes_and_length_limit():
-    model = TransformerEncoder(small_config())
-    out = model(torch.randint(2, 50, (3, 11)))
+    model = classifier()
+    out = hidden(model, torch.randint(2, 50, (3, 11)))
     assert out.shape == (3, 11, 16)
-    with pytest.raises(ValueError, match="max_positions 40"):
-        model(torch.randint(2, 50, (1, 41)))
+    with pytest.raises(ValueError, match="max_length 40"):
+        hidden(model, torch.randint(2, 50, (1, 41)))
 
 
 def test_sinusoid_is_fairseqs_and_zero_at_padding():
@@ -54,23 +65,22 @@ def test_sinusoid_is_fairseqs_and_zero_at_padding():
 
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(0)
-    model = perturb_(TransformerEncoder(small_config())).double()
+    model = perturb_(classifier()).double()
     ids = torch.randint(2, 50, (1, 9))
-    alone = model(ids)
+    alone = hidden(model, ids)
     padded_ids = torch.cat([ids, torch.ones(1, 4, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 9), torch.zeros(1, 4)], dim=1)
-    padded = model(padded_ids, attention_mask=mask)
+    padded = hidden(model, padded_ids, mask)
     torch.testing.assert_close(padded[:, :9], alone, rtol=1e-10, atol=1e-10)
     # left padding: positions restart at the first real token, so the output is the same too
     left_ids = torch.cat([torch.ones(1, 4, dtype=torch.long), ids], dim=1)
-    left = model(left_ids, attention_mask=mask.flip(1))
+    left = hidden(model, left_ids, mask.flip(1))
     torch.testing.assert_close(left[:, 4:], alone, rtol=1e-10, atol=1e-10)
 
 
 def test_layer_matches_explicit_attention():
     torch.manual_seed(1)
-    config = small_config()
-    layer = perturb_(TransformerLayer(config)).double()
+    layer = perturb_(TransformerLayer(16, 4, 24, 0.0, 0.0, 0.0, 1e-5)).double()
     x = torch.randn(2, 6, 16, dtype=torch.float64)
     keep = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
 
@@ -88,5 +98,5 @@ def test_layer_matches_explicit_attention():
 
 
 def test_bad_head_count_is_refused():
-    with pytest.raises(ValueError, match="num_attention_heads 3"):
-        TransformerConfig(hidden_size=16, num_attention_heads=3)
+    with pytest.raises(ValueError, match="model.num_attention_heads=3"):
+        TransformerBackbone(hidden_size=16, num_attention_heads=3)

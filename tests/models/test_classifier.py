@@ -1,5 +1,6 @@
-"""The LRA classifiers (original `LRAModel` + `MegaLRAEncoder`): pooling, head, encoders,
-padding invariance, retrieval, and the Transformer baseline's masking."""
+"""The one LRA classifier (original `LRAModel` + `MegaLRAEncoder`) on every backbone: pooling,
+head, encoders, padding invariance, retrieval, the Transformer baseline's masking, the backbone
+contract's errors and `describe()`."""
 
 import math
 
@@ -8,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from mega_lra.models import (
-    MegaClassifier,
+    LRAClassifier,
+    MegaBackbone,
     RealNumberEncoder,
     TokenEncoder,
-    TransformerClassifier,
+    TransformerBackbone,
     count_parameters,
     masked_mean_pool,
 )
@@ -42,16 +44,21 @@ XFM = dict(
 )
 
 
+XFM_ENCODER = dict(embedding_std=0.02, scale_embedding=True, positions="sinusoidal")
+
+
 def build(kind, input_kind="tokens", head="pooled", **overrides):
-    common = dict(num_classes=3, input_kind=input_kind, head=head, max_positions=64)
+    common = dict(num_classes=3, input_kind=input_kind, head=head, max_length=64)
     if input_kind == "tokens":
         common["vocab_size"] = 30
     if kind == "transformer":
-        model = TransformerClassifier(**common, **{**XFM, **overrides})
+        model = LRAClassifier(TransformerBackbone, **common, **{**XFM_ENCODER, **XFM, **overrides})
     else:
         chunk = dict(use_chunking=True, chunk_size=8) if kind == "mega_chunk" else {}
         fields = {**MEGA, **chunk, **overrides}
-        model = MegaClassifier(**common, **fields)
+        model = LRAClassifier(
+            "mega_lra.models.mega.MegaBackbone", classifier_hidden_size=32, **common, **fields
+        )
     model = model.double().eval()
     perturb_(model)  # away from the init's special values (zero biases, unit norms)
     return model
@@ -150,12 +157,13 @@ def test_transformer_attends_to_zero_valued_pixels_but_not_to_padding():
     x[0, 3] = 0.0  # a black pixel is data, not padding
     x.requires_grad_(True)
     batch = {"inputs": x, "attention_mask": torch.ones(1, 10, dtype=torch.long)}
-    hidden = model.backbone(model.encoder(x), batch["attention_mask"])
+    keep = batch["attention_mask"].bool()
+    hidden = model.backbone(model.embed(x, keep), keep)
     (grad,) = torch.autograd.grad(hidden[0, 7].sum(), x)
     assert grad[0, 3].abs() > 0  # position 7 sees the zero pixel
-    mask = torch.ones(1, 10, dtype=torch.long)
-    mask[0, 8:] = 0
-    hidden = model.backbone(model.encoder(x), mask)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[0, 8:] = False
+    hidden = model.backbone(model.embed(x, mask), mask)
     (grad,) = torch.autograd.grad(hidden[0, :8].sum(), x)
     assert torch.all(grad[0, 8:] == 0)  # padding reaches no real position
 
@@ -183,9 +191,71 @@ def test_parameter_counts():
 
 
 def test_unknown_model_keys_are_named():
-    with pytest.raises(ValueError, match="model.chunk_sise"):
-        MegaClassifier(num_classes=2, vocab_size=10, chunk_sise=8)
-    with pytest.raises(ValueError, match="model.truncation"):
-        TransformerClassifier(num_classes=2, vocab_size=10, truncation=8)
+    with pytest.raises(ValueError, match="model.chunk_sise: not a field of MegaBackbone"):
+        LRAClassifier(MegaBackbone, num_classes=2, vocab_size=10, chunk_sise=8)
+    with pytest.raises(ValueError, match="model.truncation: not a field of TransformerBackbone"):
+        LRAClassifier(TransformerBackbone, num_classes=2, vocab_size=10, truncation=8)
     with pytest.raises(ValueError, match="model.vocab_size"):
-        MegaClassifier(num_classes=2, input_kind="tokens", vocab_size=None)
+        LRAClassifier(MegaBackbone, num_classes=2, input_kind="tokens", vocab_size=None)
+    with pytest.raises(ValueError, match="model.backbone='nowhere.Nothing'"):
+        LRAClassifier("nowhere.Nothing", num_classes=2, vocab_size=10)
+    with pytest.raises(ValueError, match="model.positions='learned'"):
+        LRAClassifier(MegaBackbone, num_classes=2, vocab_size=10, positions="learned")
+
+
+def test_classifier_head_weights_are_xavier_uniform_as_the_original():
+    """Both Linears of the head: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (fairseq's
+    `Linear()` helper for the last one), not PyTorch's default bound 1/sqrt(fan_in)."""
+    torch.manual_seed(5)
+    model = LRAClassifier(
+        MegaBackbone, hidden_size=80, num_classes=10, vocab_size=30, classifier_hidden_size=160
+    )  # ListOps' sizes: 160 -> 10
+    out = model.classifier.out.weight
+    bound = math.sqrt(6 / (160 + 10))
+    assert out.abs().max() <= bound
+    assert out.abs().max() > 0.9 * bound  # 1,600 draws reach near the bound
+    assert out.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)  # U(-a, a): a/sqrt 3
+
+
+def test_describe_reports_the_backbone_and_its_identity_fields():
+    mega = build("mega_chunk", attention_activation="laplace").describe()
+    assert mega["backbone"] == "mega_lra.models.mega.MegaBackbone"
+    assert (mega["mixer"], mega["attention_activation"], mega["chunk_size"]) == (
+        "mega",
+        "laplace",
+        8,
+    )
+    assert mega["ema_projection_size"] == 4
+    xfm = build("transformer").describe()
+    assert xfm["mixer"] == "transformer" and "ema_projection_size" not in xfm
+
+    class Bare(torch.nn.Module):  # the minimal contract: no describe(), no pad_multiple
+        def __init__(self, hidden_size):
+            super().__init__()
+            self.proj = torch.nn.Linear(hidden_size, hidden_size)
+
+        def forward(self, x, mask):
+            return self.proj(x)
+
+    bare = LRAClassifier(Bare, "Bare", 8, num_classes=2, vocab_size=10)
+    assert bare.describe() == {
+        "backbone": f"{Bare.__module__}.{Bare.__qualname__}",
+        "label": "Bare",
+    }
+    assert bare.pad_multiple == 0
+
+
+def test_final_layernorm_option_normalises_the_backbone_output_before_pooling():
+    torch.manual_seed(6)
+    model = build("transformer", final_layernorm=True)
+    batch = batch_of([torch.randint(3, 30, (n,)) for n in (9, 4)])
+    keep = batch["attention_mask"].bool()
+    hidden = model.backbone(model.embed(batch["input_ids"], keep), keep)
+    normed = (
+        torch.nn.functional.layer_norm(
+            hidden, (16,), model.final_norm.weight, model.final_norm.bias
+        )
+        * keep[..., None]
+    )
+    pooled = normed.sum(1) / batch["lengths"][:, None]
+    torch.testing.assert_close(model(batch), model.classifier(pooled))

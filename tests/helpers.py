@@ -5,11 +5,47 @@ and an independent naive Mega reference written from the paper's equations with 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
 from mega_lra.hf.configuration import MegaConfig
 from mega_lra.layers.activations import ELEMENT_ATTENTION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+    **popen,
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` as a user runs it (a subprocess from `cwd`, the repository by
+    default), output captured; `env` adds to (or, for None values, removes from) the
+    environment. One thread per process: the tests' workers share the cores."""
+    merged = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key, value in (env or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=merged,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **popen,
+    )
+
 
 # The smallest values of the shared field names (DESIGN.md's model contract). `tiny(model)` keeps
 # those that model's config file has, so a model added to conf/model/ shrinks with no entry here.
@@ -23,6 +59,7 @@ TINY_FIELDS = {
     "num_attention_heads": 2,
     "ffn_hidden_size": 8,
     "attention_dropout_prob": 0.0,  # lets CPU SDPA take its fused kernel at 16K
+    "d_state": 4,  # S4's state size N (2 complex modes)
 }
 TINY_CHUNK = 16  # models that chunk (use_chunking: true) attend within 16 tokens
 

@@ -5,14 +5,14 @@ CLIs as subprocesses. Nothing else in the copy changes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "models.md"
@@ -58,14 +58,9 @@ def tree(tmp_path_factory) -> Path:
 
 
 def run(tree: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(tree), "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    """The CLI run from the copy, importing the copy's code."""
+    return run_module(
+        module, *args, cwd=tree, env={"PYTHONPATH": str(tree), "WANDB_MODE": "offline"}
     )
 
 

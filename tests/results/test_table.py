@@ -11,13 +11,13 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mega_lra import table
 from mega_lra.models.catalog import lra_tasks, task_label
+from tests.helpers import run_module
 from tests.results.helpers import PAPER, seeds_of, write_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -392,15 +392,7 @@ def test_paper_file_is_consistent_with_itself():
 
 # --------------------------------------------------------------------------- the real command
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "mega_lra.table", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("mega_lra.table", *args, cwd=cwd, timeout=120)
 
 
 def test_cli_reads_runs_dir_by_default_and_prints_csv(tmp_path):

@@ -5,10 +5,7 @@ error naming the file and the type, and the code does not run; real checkpoints 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from mega_lra.training.checkpoint_files import (
 )
 from mega_lra.training.config import compose
 from mega_lra.training.runner import train
-from tests.training.helpers import ROOT
+from tests.helpers import run_module
 
 
 class CreatesFile:
@@ -46,19 +43,6 @@ def poisoned(real: Path, dest: Path, marker: Path) -> Path:
     return dest
 
 
-def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def test_the_payload_would_run_if_loaded_unsafely(tiny_run, tmp_path):
     """The refusals below mean something: loaded the unsafe way, the file does run code."""
     marker = tmp_path / "ran"
@@ -70,7 +54,7 @@ def test_the_payload_would_run_if_loaded_unsafely(tiny_run, tmp_path):
 def test_eval_refuses_a_checkpoint_that_would_run_code(tiny_run, tmp_path):
     marker = tmp_path / "ran"
     path = poisoned(tiny_run.run_dir / "checkpoints" / "best.ckpt", tmp_path / "x.ckpt", marker)
-    proc = cli("mega_lra.eval", f"ckpt_path={path}")
+    proc = run_module("mega_lra.eval", f"ckpt_path={path}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert str(path) in proc.stderr and OFFENDER in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -114,7 +98,7 @@ def test_a_real_checkpoint_holds_only_allowed_types(tiny_run):
 
 def test_a_real_checkpoint_loads_for_eval(tiny_run):
     best = tiny_run.run_dir / "checkpoints" / "best.ckpt"
-    proc = cli("mega_lra.eval", f"ckpt_path={best}", "loader.batch_size=3")
+    proc = run_module("mega_lra.eval", f"ckpt_path={best}", "loader.batch_size=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     finished = json.loads((tiny_run.run_dir / "results.json").read_text())

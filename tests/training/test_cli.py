@@ -16,22 +16,8 @@ import pytest
 import torch
 
 from mega_lra.atomic_files import torch_save
-from tests.helpers import tiny
+from tests.helpers import run_module, tiny
 from tests.training.helpers import ROOT, run_overrides, write_all
-
-
-def cli(module: str, *args: str, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **popen,
-    )
 
 
 def train_args(data_dir: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -63,7 +49,7 @@ def csv_rows(run: Path) -> list[dict[str, str]]:
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(resume_data, tmp_path):
     steps = 60
     whole = tmp_path / "whole"
-    done = cli("mega_lra.train", *train_args(resume_data, whole, steps))
+    done = run_module("mega_lra.train", *train_args(resume_data, whole, steps))
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = tmp_path / "killed"
@@ -90,7 +76,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(resume_da
     at_kill = torch.load(last, weights_only=True)["global_step"]
     assert 13 <= at_kill < steps
 
-    resumed = cli("mega_lra.train", *train_args(resume_data, killed, steps, "resume=true"))
+    resumed = run_module("mega_lra.train", *train_args(resume_data, killed, steps, "resume=true"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
 
@@ -108,20 +94,20 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(resume_da
 
     # resuming the finished run changes nothing
     stamp = {p: p.stat().st_mtime_ns for p in killed.rglob("*") if p.is_file()}
-    again = cli("mega_lra.train", *train_args(resume_data, killed, steps, "resume=true"))
+    again = run_module("mega_lra.train", *train_args(resume_data, killed, steps, "resume=true"))
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in killed.rglob("*") if p.is_file()} == stamp
 
 
 def test_train_and_eval_cli(lra_data, tmp_path):
     run = tmp_path / "run"
-    done = cli("mega_lra.train", *train_args(lra_data, run, 4))
+    done = run_module("mega_lra.train", *train_args(lra_data, run, 4))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert "best val accuracy" in done.stdout and str(run) in done.stdout
     assert (run / ".hydra" / "overrides.yaml").is_file()
 
-    ev = cli("mega_lra.eval", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "split=test")
+    ev = run_module("mega_lra.eval", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "split=test")
     assert ev.returncode == 0, ev.stderr[-3000:]
     metrics = json.loads(ev.stdout.strip().splitlines()[-1])
     assert metrics["accuracy"] == pytest.approx(results["test_accuracy"])
@@ -129,16 +115,16 @@ def test_train_and_eval_cli(lra_data, tmp_path):
 
     # a second train into the same run dir is refused, exit 2, nothing touched
     before = (run / "results.json").read_bytes()
-    again = cli("mega_lra.train", *train_args(lra_data, run, 4))
+    again = run_module("mega_lra.train", *train_args(lra_data, run, 4))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     assert (run / "results.json").read_bytes() == before
 
 
 def test_cli_errors_are_one_clear_message(lra_data, tmp_path):
-    bad_model = cli("mega_lra.train", "model=megaa", f"hydra.run.dir={tmp_path / 'a'}")
+    bad_model = run_module("mega_lra.train", "model=megaa", f"hydra.run.dir={tmp_path / 'a'}")
     assert bad_model.returncode != 0
     assert "mega_chunk" in bad_model.stderr and "transformer" in bad_model.stderr
-    missing = cli(
+    missing = run_module(
         "mega_lra.train",
         "task=pathfinder",
         f"paths.data_dir={tmp_path / 'nowhere'}",
@@ -147,7 +133,7 @@ def test_cli_errors_are_one_clear_message(lra_data, tmp_path):
     )
     assert missing.returncode == 2
     assert "task.source=generate" in missing.stderr and "Traceback" not in missing.stderr
-    ev = cli("mega_lra.eval", f"ckpt_path={tmp_path / 'none.ckpt'}")
+    ev = run_module("mega_lra.eval", f"ckpt_path={tmp_path / 'none.ckpt'}")
     assert ev.returncode == 2 and "no such checkpoint" in ev.stderr
 
 

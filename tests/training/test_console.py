@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
-from tests.training.helpers import ROOT
+from tests.helpers import run_module
 
 # a line with any of these is noise a newcomer should not have to read
 NOISE = re.compile(
@@ -17,17 +15,9 @@ NOISE = re.compile(
 
 
 def run(module: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PYTHONWARNINGS"))}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # a newcomer's shell: no W&B or warning-filter settings of ours
+    unset = {k: None for k in os.environ if k.startswith(("WANDB_", "PYTHONWARNINGS"))}
+    proc = run_module(module, *args, env=unset)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     return out

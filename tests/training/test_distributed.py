@@ -26,10 +26,9 @@ from mega_lra.training.distributed import (
     sync_batchnorm_for_cpu,
 )
 from tasks.datamodule import LRADataModule
-from tests.helpers import tiny
+from tests.helpers import run_module, tiny
 from tests.training.helpers import run_overrides, write_listops_release
 from tests.training.sync_norm_worker import sync_norm_worker
-from tests.training.test_cli import cli
 
 STEPS = 6  # 16 training rows / (2 processes x batch 2) = 4 steps per epoch: crosses an epoch end
 
@@ -66,7 +65,7 @@ def probe(out: Path) -> str:
 def ddp_run(odd_data, tmp_path_factory) -> Path:
     """One uninterrupted 2-process run (shared by the tests below)."""
     run = tmp_path_factory.mktemp("ddp") / "run"
-    done = cli("mega_lra.train", *ddp_args(odd_data, run, probe(run.parent / "probe")))
+    done = run_module("mega_lra.train", *ddp_args(odd_data, run, probe(run.parent / "probe")))
     assert done.returncode == 0, done.stderr[-4000:]
     assert "MaskedBatchNorm all-reduce" in done.stderr  # the SyncBatchNorm fallback was taken
     return run
@@ -134,7 +133,7 @@ def test_ddp_run_resumes_to_the_uninterrupted_result(odd_data, ddp_run, tmp_path
     run = tmp_path / "run"
     flag = tmp_path / "interrupted"
     stop = f"+callbacks.stop={{_target_: tests.training.launch_helpers.InterruptOnce, step: 5, flag: {flag}}}"  # noqa: E501
-    died = cli("mega_lra.train", *ddp_args(odd_data, run, stop))
+    died = run_module("mega_lra.train", *ddp_args(odd_data, run, stop))
     assert died.returncode == 3 and flag.read_text() == "5"
     assert not (run / "results.json").exists()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -142,7 +141,7 @@ def test_ddp_run_resumes_to_the_uninterrupted_result(odd_data, ddp_run, tmp_path
     by_rank = last["mega_lra"]["rng_states_by_rank"]  # both processes' states, saved by rank 0
     assert len(by_rank) == 2 and not torch.equal(by_rank[0]["torch"], by_rank[1]["torch"])
 
-    resumed = cli("mega_lra.train", *ddp_args(odd_data, run, stop, "resume=true"))
+    resumed = run_module("mega_lra.train", *ddp_args(odd_data, run, stop, "resume=true"))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming" in resumed.stdout
     a = json.loads((ddp_run / "results.json").read_text())

@@ -29,10 +29,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mega_lra import reproduce
-from mega_lra.models import build_model
+from mega_lra.models import build_model, catalog
+from mega_lra.models.catalog import lra_tasks
 from mega_lra.training.config import CONF_DIR, compose
+from tests.helpers import run_module
 from tests.helpers import tiny as tiny_model
-from tests.training.test_cli import cli
 
 TINY = [  # a demo run of a few seconds: tiny Mega-chunk on a few generated ListOps rows
     "experiment=demo/listops",
@@ -78,14 +79,16 @@ def sweep_jobs(params: dict) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- multirun
 def test_a_seed_multirun_gives_one_run_dir_per_job_and_a_table_row(demo_data, tmp_path):
     sweep = tmp_path / "sweep"
-    done = cli("mega_lra.train", "-m", "seed=1,2", *tiny(demo_data), f"hydra.sweep.dir={sweep}")
+    done = run_module(
+        "mega_lra.train", "-m", "seed=1,2", *tiny(demo_data), f"hydra.sweep.dir={sweep}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert runs == [sweep / "0", sweep / "1"]
     got = [results(r) for r in runs]
     assert [r["seed"] for r in got] == [1, 2] and got[0]["group"] == got[1]["group"]
 
-    table = cli("mega_lra.table", str(sweep), "--format", "csv")
+    table = run_module("mega_lra.table", str(sweep), "--format", "csv")
     assert table.returncode == 0, table.stderr
     rows = [r for r in csv.DictReader(io.StringIO(table.stdout)) if r["mean"]]
     assert len(rows) == 1
@@ -110,9 +113,9 @@ def test_optuna_search_runs_trials_and_a_second_launch_continues_the_study(demo_
         *tiny(demo_data),
         f"paths.runs_dir={runs_dir}",
     ]
-    first = cli("mega_lra.train", *args)
+    first = run_module("mega_lra.train", *args)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = cli("mega_lra.train", *args)
+    second = run_module("mega_lra.train", *args)
     assert second.returncode == 0, second.stderr[-3000:]
 
     search = runs_dir / "hparams_search"
@@ -199,7 +202,7 @@ def test_ema_dimension_zero_builds_mega_without_ema():
 
 # -------------------------------------------------------------------------------- SLURM
 def test_slurm_launcher_config_resolves_from_the_trainer(tmp_path):
-    shown = cli(
+    shown = run_module(
         "mega_lra.train",
         "hydra/launcher=slurm",
         "trainer=ddp",
@@ -286,7 +289,7 @@ def test_a_preempted_submitit_job_requeues_and_resumes_itself(demo_data, tmp_pat
     sweep = tmp_path / "sweep"
     flag = tmp_path / "signalled"
     signal = f"+callbacks.preempt={{_target_: tests.training.launch_helpers.InterruptOnce, step: 5, flag: {flag}, how: SIGUSR2}}"  # noqa: E501
-    done = cli(
+    done = run_module(
         "mega_lra.train",
         "-m",
         "hydra/launcher=submitit_local",  # timeout 60 min: the signal reads as a preemption
@@ -312,14 +315,15 @@ def test_reproduce_dry_run_lists_the_table_2_grid_and_its_command(tmp_path, caps
     out = tmp_path / "grid"
     assert reproduce.main(["--dry-run", "--out", str(out), "--launcher", "slurm", "x.y=1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"[mega-lra] 90 runs in {out}: 0 finished, 0 resumable, 90 new")
+    # every recipe in conf/experiment/lra/ (Mega, Mega-chunk and XFM‡ on the six tasks at least)
+    recipes = catalog.experiment_names("lra/")
+    assert {
+        f"lra/{m}/{t}" for m in ("mega", "mega_chunk", "transformer") for t in lra_tasks()
+    } <= set(recipes)
+    n = 5 * len(recipes)
+    assert lines[0].startswith(f"[mega-lra] {n} runs in {out}: 0 finished, 0 resumable, {n} new")
     dirs = {Path(line.split()[1]) for line in lines[1:-1]}
-    expected = {
-        out / "lra" / m / t / f"seed_{s}"
-        for m in ("mega", "mega_chunk", "transformer")
-        for t in ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-        for s in range(1, 6)
-    }
+    expected = {out / r / f"seed_{s}" for r in recipes for s in range(1, 6)}
     assert dirs == expected
     cmd = shlex.split(lines[-1])
     assert cmd[1:5] == ["-m", "mega_lra.train", "-m", cmd[4]] and cmd[4].startswith("experiment=")
@@ -355,12 +359,12 @@ def test_reproduce_grid_continues_where_it_stopped_and_then_leaves_it_alone(
     ]
     seed1, seed2 = out / "demo" / "listops" / "seed_1", out / "demo" / "listops" / "seed_2"
 
-    first = cli("mega_lra.reproduce", *args)  # seed 1 is killed at step 4: the launch dies
+    first = run_module("mega_lra.reproduce", *args)  # seed 1 is killed at step 4: the launch dies
     assert first.returncode != 0 and flag.exists()
     assert (seed1 / "checkpoints" / "last.ckpt").is_file() and not (seed1 / "results.json").exists()
     assert not seed2.exists()
 
-    second = cli("mega_lra.reproduce", *args)
+    second = run_module("mega_lra.reproduce", *args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "1 resumable, 1 new" in second.stdout
     assert f"resuming {seed1}" in second.stdout

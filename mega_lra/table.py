@@ -4,10 +4,12 @@ Reads every `results.json` under the given directories (default `runs/`, searche
 a Hydra sweep dir works as is) and prints one of the Mega paper's tables next to the paper's own
 numbers (`mega_lra/results/paper_results.yaml`, the one place they live):
 
-- `--table lra` (default): Table 2, rows = model, columns = the six LRA tasks + Avg;
+- `--table lra` (default): Table 2, rows = model, columns = the six LRA tasks + Avg (every row of
+  the paper's, S4-v1 / S4-v2 / S4-v2‡ included: the paper's numbers alone where there is no run);
 - `--table attention`: Table 3, Mega on Text and Image x softmax / relu2 / laplace;
 - `--table sc`: Table 4, SC-Raw, Mega base / big by experiment name;
-- `--table ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h.
+- `--table ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h; with runs
+  of `mega_s4d`, Mega's EMA beside the S4D kernel at the same settings.
 
 Each cell is the test accuracy (at the best-validation checkpoint) in percent: mean ± sample std
 (ddof = 1) over seeds, with the number of seeds; one seed has no std ("± n/a"), a missing cell is
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     groups, group_notes = group_runs(loaded.runs)
     grids = build(ns.table, groups, paper)
     notes = run_notes(loaded, group_notes)
-    if not any(g.rows for g in grids):
+    if not any(row.cells for g in grids for row in g.rows):  # paper rows alone are no table
         print(
             f"error: none of the {len(loaded.runs)} runs under {where} fits --table {ns.table}",
             file=sys.stderr,

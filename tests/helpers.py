@@ -60,6 +60,7 @@ TINY_FIELDS = {
     "ffn_hidden_size": 8,
     "attention_dropout_prob": 0.0,  # lets CPU SDPA take its fused kernel at 16K
     "d_state": 4,  # S4's state size N (2 complex modes)
+    "n_ssm": 2,  # S4's copies of (Lambda, P, B): a divisor of the tiny hidden_size
 }
 TINY_CHUNK = 16  # models that chunk (use_chunking: true) attend within 16 tokens
 

@@ -76,6 +76,8 @@ TINY = dict(
     shared_representation_size=8,
     ema_projection_size=4,
     truncation=16,
+    d_state=4,  # S4's state size N
+    n_ssm=2,  # S4's copies of (Lambda, P, B): a divisor of the tiny hidden_size
 )
 TINY_CHUNK = 16
 

@@ -98,7 +98,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     result["params"] = sum(p.numel() for p in model.parameters())
     result["length"] = case.get("length") or task.max_length
     result["effective_batch"] = cfg.effective_batch_size or cfg.loader.batch_size
-    result["total_steps"] = cfg.trainer.max_steps
+    # the recipe's updates: the schedule's length (S4-v2's cosine), else trainer.max_steps; None
+    # for a recipe counted in epochs only (S4-v1: the updates depend on the training rows)
+    updates = cfg.sched.get("total_steps") or cfg.trainer.max_steps
+    result["total_steps"] = int(updates) if updates and updates > 0 else None
     device = case["device"]
     precision = "bf16-mixed" if case["dtype"] == "bfloat16" else "32-true"
 
@@ -122,7 +125,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             instantiate(cfg.optim),
             instantiate(cfg.sched),
             num_classes=task.num_classes,
-            total_steps=cfg.trainer.max_steps,
+            total_steps=result["total_steps"] or steps + warmup,
         )
         trainer = L.Trainer(
             accelerator=device,
@@ -218,19 +221,27 @@ def step_flops(model: Any, batch: dict[str, Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def projected_gpu_hours(row: dict[str, Any], tflops: float) -> float:
-    """A PROJECTION: the recipe's matmul FLOPs at an assumed achieved rate (not a measurement)."""
+def projected_gpu_hours(row: dict[str, Any], tflops: float) -> float | None:
+    """A PROJECTION: the recipe's matmul FLOPs at an assumed achieved rate (not a measurement);
+    None when the recipe's updates are not known (counted in epochs)."""
+    if not row.get("total_steps"):
+        return None
     per_sample = row["step_gflop"] * 1e9 / row["batch"]
     return row["total_steps"] * row["effective_batch"] * per_sample / (tflops * 1e12) / 3600
 
 
-def hours(row: dict[str, Any]) -> float:
-    """Hours for the recipe's updates at its effective batch, from the measured step time."""
+def hours(row: dict[str, Any]) -> float | None:
+    """Hours for the recipe's updates at its effective batch, from the measured step time; None
+    when the recipe's updates are not known (counted in epochs)."""
+    if not row.get("total_steps"):
+        return None
     per_sample = row["step_ms"] / 1000 / row["batch"]
     return row["total_steps"] * row["effective_batch"] * per_sample / 3600
 
 
-def _hours_text(h: float) -> str:
+def _hours_text(h: float | None) -> str:
+    if h is None:
+        return "(epochs)"
     return f"{h:,.0f}" if h >= 10 else f"{h:.2f}"
 
 

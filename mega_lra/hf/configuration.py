@@ -26,6 +26,7 @@ ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 NORMALIZATION_TYPES = ("layernorm", "scalenorm", "rmsnorm", "batchnorm", "syncbatchnorm")
 RELATIVE_BIASES = ("simple", "rotary")
 RELATIVE_BIAS_LAYOUTS = ("hf", "original")
+EMA_KERNELS = ("ema", "s4d")
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,11 @@ _EXTRA_DEFAULTS: dict[str, Any] = {
     # "flex" (FlexAttention under torch.compile; CUDA for training), "auto" (the fast one on
     # CUDA, "reference" elsewhere). laplace / relu2 always run the blocked kernel.
     "attention_backend": "auto",
+    # The EMA sub-layer's kernel: "ema" (the multi-dimensional damped EMA, eqs. 2-3) or "s4d"
+    # (an S4D kernel in its place, the S4 repository's Mega ablation; layers/ssm_kernels.py
+    # `S4DGate`: d_state = ema_projection_size, which must then be even). mega-lra only:
+    # transformers' Mega cannot load the weights of an "s4d" model.
+    "ema_kernel": "ema",
 }
 
 _FIELDS = {**_HF_DEFAULTS, **_EXTRA_DEFAULTS}
@@ -327,6 +333,12 @@ class MegaConfig:
                 "or a positive integer"
             )
         choice("attention_backend", ("auto", "reference", "sdpa", "flex"))
+        choice("ema_kernel", EMA_KERNELS)
+        if self.ema_kernel == "s4d" and h % 2:
+            raise ConfigError(
+                f"MegaConfig.ema_projection_size={h}: ema_kernel='s4d' needs an even size (the "
+                "S4D state holds h/2 complex modes)"
+            )
         if self.attention_backend in ("sdpa", "flex") and self.attention_activation != "softmax":
             raise ConfigError(
                 f"MegaConfig.attention_backend={self.attention_backend!r} runs softmax attention "

@@ -3,7 +3,8 @@
 ema.py (eqs. 2-3), gated_attention.py (eqs. 6-16, the layer), attention_dispatch.py (eq. 11 over
 a whole sequence: chunking and which kernel runs), attention_backends.py and blocked_attention.py
 (the kernels), relative_position.py, norms.py, nffn.py (eq. 17), block.py, activations.py,
-dropout.py.
+dropout.py; ssm_kernels.py (the S4 / S4D kernels, their FFT convolution, and the S4D gate that
+replaces the EMA with `ema_kernel: s4d`).
 """
 
 from mega_lra.layers.attention_dispatch import chunked_attention
@@ -16,9 +17,12 @@ from mega_lra.layers.relative_position import (
     RotaryRelativePositionalBias,
     SimpleRelativePositionalBias,
 )
+from mega_lra.layers.ssm_kernels import DiagKernel, DPLRKernel, S4DGate, SSMConvolution
 
 __all__ = [
     "AttentionState",
+    "DPLRKernel",
+    "DiagKernel",
     "EMAState",
     "MegaBlock",
     "MovingAverageGatedAttention",
@@ -26,6 +30,8 @@ __all__ = [
     "NormalizedFeedForwardNetwork",
     "RMSNorm",
     "RotaryRelativePositionalBias",
+    "S4DGate",
+    "SSMConvolution",
     "ScaleNorm",
     "SequenceNorm",
     "SimpleRelativePositionalBias",

@@ -2,7 +2,9 @@
 original `moving_average_gated_attention.py`), with Mega-chunk (§3.5) and decoding state.
 
 For input X (B, L, D) and its normalised form X' (pre-norm) or X (post-norm):
-    X_ema = EMA(X')                                      eq. 6 (module `ema_gate`)
+    X_ema = EMA(X')                                      eq. 6 (module `ema_gate`; with
+                                                         `ema_kernel: s4d` an S4D kernel,
+                                                         SiLU(K * X' + D X'), ssm_kernels.py)
     v     = act(X' W_v)           (B, L, H)              eq. 10 (`v_proj`)
     [u | z | r | hx] = split(X_ema W_mx):                (`mx_proj`, D -> D + Z + H + D)
         phi = sigmoid(u)          update gate            eq. 14
@@ -49,6 +51,7 @@ from mega_lra.layers.relative_position import (
     RotaryRelativePositionalBias,
     SimpleRelativePositionalBias,
 )
+from mega_lra.layers.ssm_kernels import S4DGate
 
 
 @dataclass
@@ -106,6 +109,13 @@ class MovingAverageGatedAttention(nn.Module):
         self.ema_gate = (
             None
             if config.ema_projection_size == 0
+            else S4DGate(
+                d,
+                config.ema_projection_size,
+                bidirectional=config.bidirectional,
+                truncation=config.truncation,
+            )
+            if config.ema_kernel == "s4d"
             else MultiDimensionDampedEMA(
                 d,
                 config.ema_projection_size,

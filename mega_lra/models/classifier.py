@@ -1,6 +1,6 @@
-"""The one LRA classifier: input encoder -> backbone -> final LayerNorm (if asked) -> masked mean
-pooling -> head. Every model of the suite is this class with another backbone; it is never
-subclassed per model.
+"""The one LRA classifier: input encoder -> backbone -> final LayerNorm (if asked) -> pooling
+(masked mean by default) -> head. Every model of the suite is this class with another backbone;
+it is never subclassed per model.
 
 As the original `LRAModel` builds it (`mega_paper_and_code.md` §1.5): tokens go through an
 embedding, pixels and audio through the real-number encoder; positions are an encoder option
@@ -8,6 +8,10 @@ embedding, pixels and audio through the real-number encoder; positions are an en
 the real tokens (true lengths, before any chunk padding); the head is Linear -> dropout -> GELU ->
 bias-free Linear. For retrieval (`head="retrieval"`) both documents go through the same encoder
 and backbone in one call and their pooled vectors are concatenated.
+
+Two classifier options serve other suites' recipes (the S4 ones, `lra_baselines.md` §3.6):
+`pooling: last` takes each row's last real token (true lengths) instead of the mean, and
+`retrieval_features: nli` feeds the head [u, v, u * v, u - v] instead of [u, v].
 
 The backbone contract (DESIGN.md): a `torch.nn.Module` with `__init__(hidden_size, **fields)` (and a
 `max_length` parameter if it needs the task's length) and `forward(x, mask) -> y`, x (B, L, d)
@@ -31,11 +35,13 @@ import torch
 from torch import nn
 
 from mega_lra.models.encoders import RealNumberEncoder, SinusoidalPositions, TokenEncoder
-from mega_lra.models.heads import ClassifierHead, masked_mean_pool
+from mega_lra.models.heads import ClassifierHead, last_token_pool, masked_mean_pool, nli_features
 
 INPUT_KINDS = ("tokens", "pixels", "audio")
 HEADS = ("pooled", "retrieval")
 POSITIONS = (None, "sinusoidal")
+POOLINGS = ("mean", "last")
+RETRIEVAL_FEATURES = ("concat", "nli")
 # The task's facts: the runner passes them from the task, a model file never holds them.
 TASK_FACTS = ("num_classes", "input_kind", "head", "vocab_size", "pad_id", "max_length")
 
@@ -85,7 +91,9 @@ class LRAClassifier(nn.Module):
     `positions` (null | sinusoidal), `final_layernorm` (a LayerNorm after the backbone, for
     backbones that do not end with their own norm; Mega's pre-norm stack has its own),
     `classifier_hidden_size` (null: 2d), `classifier_dropout` (null: the backbone's
-    `dropout_prob`, else 0). Every other keyword goes to the backbone."""
+    `dropout_prob`, else 0), `pooling` (mean: over the real tokens | last: the last real token),
+    `retrieval_features` (concat: [u, v] | nli: [u, v, u * v, u - v]; retrieval head only).
+    Every other keyword goes to the backbone."""
 
     def __init__(
         self,
@@ -105,6 +113,8 @@ class LRAClassifier(nn.Module):
         final_layernorm: bool = False,
         classifier_hidden_size: int | None = None,
         classifier_dropout: float | None = None,
+        pooling: str = "mean",
+        retrieval_features: str = "concat",
         **backbone_fields: Any,
     ) -> None:
         super().__init__()
@@ -112,6 +122,8 @@ class LRAClassifier(nn.Module):
             ("head", head, HEADS),
             ("input_kind", input_kind, INPUT_KINDS),
             ("positions", positions, POSITIONS),
+            ("pooling", pooling, POOLINGS),
+            ("retrieval_features", retrieval_features, RETRIEVAL_FEATURES),
         ):
             if value not in allowed:
                 raise ValueError(f"model.{key}={value!r}: expected one of {list(allowed)}")
@@ -119,6 +131,8 @@ class LRAClassifier(nn.Module):
         self.backbone_path = f"{cls.__module__}.{cls.__qualname__}"
         self.label = label or cls.__name__
         self.head_kind = head
+        self.pooling = pooling
+        self.retrieval_features = retrieval_features
         self.input_kind = input_kind
         self.num_classes = num_classes
         self.hidden_size = hidden_size
@@ -141,7 +155,8 @@ class LRAClassifier(nn.Module):
             classifier_dropout = backbone_fields.get(
                 "dropout_prob", getattr(self.backbone, "dropout_prob", 0.0)
             )
-        pooled = 2 * hidden_size if head == "retrieval" else hidden_size
+        pair = 4 if retrieval_features == "nli" else 2
+        pooled = pair * hidden_size if head == "retrieval" else hidden_size
         self.classifier = ClassifierHead(
             pooled, classifier_hidden_size or 2 * hidden_size, num_classes, classifier_dropout
         )
@@ -163,6 +178,8 @@ class LRAClassifier(nn.Module):
         hidden = self.backbone(self.embed(x, keep), keep)  # (B, L, d)
         if self.final_norm is not None:
             hidden = self.final_norm(hidden) * keep.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "last":
+            return last_token_pool(hidden, keep, lengths)
         return masked_mean_pool(hidden, keep, lengths)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -173,7 +190,11 @@ class LRAClassifier(nn.Module):
             pooled = self.encode(
                 x.reshape(2 * b, length), mask.reshape(2 * b, length), lengths.reshape(2 * b)
             )
-            pooled = pooled.view(b, -1)  # (B, 2d) = [u, v]
+            if self.retrieval_features == "nli":
+                u, v = pooled.view(b, 2, -1).unbind(1)
+                pooled = nli_features(u, v)  # (B, 4d)
+            else:
+                pooled = pooled.view(b, -1)  # (B, 2d) = [u, v]
         else:
             pooled = self.encode(x, mask, lengths)
         return self.classifier(pooled)

@@ -70,6 +70,7 @@ class MegaBackbone(nn.Module):
             "attention_activation": c.attention_activation,
             "chunk_size": c.effective_chunk_size,  # -1: full attention
             "ema_projection_size": c.ema_projection_size,  # 0: no EMA
+            "ema_kernel": c.ema_kernel,  # ema | s4d (Mega with an S4D kernel)
             "normalization_type": c.normalization_type,
             "relative_positional_bias": c.relative_positional_bias,
             "num_hidden_layers": c.num_hidden_layers,

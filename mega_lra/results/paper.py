@@ -40,6 +40,12 @@ class Paper:
     lra: dict[str, dict[str, PaperValue]]  # model -> task -> value, in the paper's row order
     lra_avg: dict[str, PaperValue]  # model -> the paper's Avg
     lra_rows: dict[str, str]  # model -> the paper's row name (XFM‡ for the Transformer)
+    # Table 2's Speed and Mem columns (x XFM‡, training on Text at 4K), for the rows that give them
+    lra_speed: dict[str, PaperValue]
+    lra_memory: dict[str, PaperValue]
+    # rows that name no model of ours (S4-v2‡, the Mega authors' re-run): shown for reference
+    lra_reference_only: frozenset[str]
+    lra_bench_of: dict[str, str]  # row -> the model of ours its Speed / Mem describe (default: row)
     attention_model: str
     attention: dict[str, dict[str, PaperValue]]  # task -> activation -> value
     sc: dict[str, dict[str, Any]]  # key -> {experiment, row, params, ref}
@@ -48,6 +54,13 @@ class Paper:
     ema_values: tuple[int, ...]
     ema_note: str
     settings: dict[str, Any]
+
+    def speed_memory(self, model: str) -> tuple[PaperValue, PaperValue | None] | None:
+        """Table 2's (Speed, Mem) for our `model` (S4-v2‡'s for `s4_v2`), or None."""
+        for row, of in self.lra_bench_of.items():
+            if of == model and row in self.lra_speed:
+                return self.lra_speed[row], self.lra_memory.get(row)
+        return None
 
     def describes(self, model: str) -> bool:
         """Whether the paper's settings (chunk size, attention, EMA dimension) are given for
@@ -104,9 +117,19 @@ def load_paper(path: Path = PAPER_FILE) -> Paper:
 
     try:
         lra, lra_avg, lra_rows = {}, {}, {}
+        lra_speed, lra_memory, reference_only, bench_of = {}, {}, set(), {}
         src = raw["lra"]["source"]
         for model, row in raw["lra"]["rows"].items():
             lra_rows[model] = row["row"]
+            if row.get("reference_only", False):
+                reference_only.add(model)
+            bench_of[model] = str(row.get("bench_of", model))
+            for key, column, out in (("speed", "Speed", lra_speed), ("memory", "Mem", lra_memory)):
+                if key in row:
+                    out[model] = PaperValue(
+                        num(row[key], f"lra.rows.{model}.{key}"),
+                        f"{src}, row {row['row']}, column {column}",
+                    )
             lra[model] = {
                 task: PaperValue(
                     num(v, f"lra.rows.{model}.accuracy.{task}"),
@@ -162,6 +185,10 @@ def load_paper(path: Path = PAPER_FILE) -> Paper:
             lra=lra,
             lra_avg=lra_avg,
             lra_rows=lra_rows,
+            lra_speed=lra_speed,
+            lra_memory=lra_memory,
+            lra_reference_only=frozenset(reference_only),
+            lra_bench_of=bench_of,
             attention_model=raw["attention"]["model"],
             attention=attention,
             sc=sc,

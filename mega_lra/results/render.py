@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from mega_lra.results.grouping import fmt_stat
 from mega_lra.results.paper import PaperValue
-from mega_lra.results.tables import LEGEND, Average, Grid
+from mega_lra.results.tables import LEGEND, Average, Grid, Row
 
 FORMATS = ("markdown", "latex", "csv")
 MISSING = "—"
@@ -51,6 +51,9 @@ def _lines(grid: Grid) -> tuple[list[str], list[list[str]]]:
         header.append("Avg")
     body = []
     for row in grid.rows:
+        if row.paper and not row.cells:  # no run: the paper's numbers alone
+            body.append(_paper_line(grid, row))
+            continue
         ours = [row.label + (" (ours)" if row.paper else "")]
         ours += [row.extra.get(k, "") for k, _ in grid.extra_columns]
         for key, _ in grid.columns:
@@ -64,21 +67,27 @@ def _lines(grid: Grid) -> tuple[list[str], list[list[str]]]:
         body.append(ours)
         if not row.paper:
             continue
-        ref = [f"{row.label} (paper: {row.paper_label})" if row.paper_label else "paper"]
-        ref += [row.paper_extra.get(k, "") for k, _ in grid.extra_columns]
-        ref += [_fmt_paper(row.paper.get(k)) for k, _ in grid.columns]
+        ref = _paper_line(grid, row)
         delta = ["Δ ours − paper"] + ["" for _ in grid.extra_columns]
         for key, _ in grid.columns:
             cell, p = row.cells.get(key), row.paper.get(key)
             d = _diff(cell.stat.mean if cell else None, p)
             delta.append(_fmt_diff(d, bool(p and p.approximate)))
         if grid.has_avg:
-            ref.append(_fmt_paper(row.paper_avg))
             avg = row.avg
             ok = avg is not None and not avg.partial and avg.value is not None
             delta.append(_fmt_diff(_diff(avg.value, row.paper_avg) if ok else None))
         body += [ref, delta]
     return header, body
+
+
+def _paper_line(grid: Grid, row: Row) -> list[str]:
+    ref = [f"{row.label} (paper: {row.paper_label})" if row.paper_label else "paper"]
+    ref += [row.paper_extra.get(k, "") for k, _ in grid.extra_columns]
+    ref += [_fmt_paper(row.paper.get(k)) for k, _ in grid.columns]
+    if grid.has_avg:
+        ref.append(_fmt_paper(row.paper_avg))
+    return ref
 
 
 def render_markdown(grids: Sequence[Grid], notes: Sequence[str]) -> str:

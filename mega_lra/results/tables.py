@@ -2,9 +2,13 @@
 
 - `build_lra`: Table 2, rows = models (the paper's rows first, in its order, then any other
   model by label), columns = the LRA tasks (`conf/task/*.yaml` with `benchmark: lra`) + Avg;
+  a paper row without runs (or one naming no model of ours, S4-v2‡) shows the paper's numbers
+  alone;
 - `build_attention`: Table 3, Mega on Text and Image x the paper's attention functions;
 - `build_sc`: Table 4, SC-Raw, Mega base / big by experiment name;
-- `build_ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h.
+- `build_ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h; and, when
+  there are runs of Mega with an S4D kernel (`mega_s4d`, `model_info.ema_kernel: s4d`), the same
+  settings with Mega's EMA beside the S4D kernel.
 
 `build(table, groups, paper)` gives the comparison on real data, then the same table on
 generated data (never compared with the paper) in a section of its own.
@@ -16,7 +20,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mega_lra.models.catalog import lra_tasks
+from mega_lra.models.catalog import lra_tasks, model_names
 from mega_lra.results.grouping import (
     Cell,
     Group,
@@ -146,10 +150,18 @@ def _by(groups: Iterable[Group], *keys: str) -> dict[tuple, list[Group]]:
     return out
 
 
-def _model_order(labels: dict[str, str], paper: Paper) -> list[str]:
-    """The paper's Table 2 rows in its order, then every other model by label."""
-    known = [m for m in paper.lra_rows if m in labels]
+def _model_order(labels: dict[str, str], paper: Paper, every_paper_row: bool = False) -> list[str]:
+    """The paper's Table 2 rows in its order (only those with runs unless `every_paper_row`),
+    then every other model by label."""
+    known = [m for m in paper.lra_rows if every_paper_row or m in labels]
     return known + sorted(set(labels) - set(known), key=lambda m: (labels[m], m))
+
+
+def _paper_row_label(model: str, paper: Paper) -> str:
+    """A paper row without runs: its model's label, or the paper's name for a reference row."""
+    if model not in paper.lra_reference_only and model in model_names():
+        return model_label(model)
+    return paper.lra_rows[model]
 
 
 def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
@@ -173,8 +185,8 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
             )
     labels = {g.ref.model: run_label(g.ref) for g in groups if g.ref.task in tasks}
     rows = []
-    for model in _model_order(labels, paper):
-        label = labels[model]
+    for model in _model_order(labels, paper, every_paper_row=compare):
+        label = labels.get(model) or _paper_row_label(model, paper)
         cells = {}
         for task in tasks:
             where = f"{label} / {task_label(task)}"
@@ -200,6 +212,13 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
             row.avg = Average(value, present, expected)
         rows.append(row)
     if compare:
+        for model, speed in paper.lra_speed.items():
+            memory = paper.lra_memory.get(model)
+            mem = "" if memory is None or memory.value is None else f" / Mem {memory.value:g}×"
+            notes.append(
+                f"{paper.lra_rows[model]} (Table 2): Speed {speed.value:g}×{mem} of XFM‡ "
+                "(training on Text at 4K); ours: python -m mega_lra.bench."
+            )
         notes.insert(
             0,
             "Avg = mean of the task means; 'partial k/m' = over the k tasks present only, not "
@@ -347,6 +366,8 @@ def ablation_series(
         run = g.ref
         if not paper.describes(run.model) or getattr(run, axis) is None:
             continue
+        if _ema_kernel(run) not in (None, "ema"):
+            continue  # Mega with another kernel: its own grid (build_kernel_ablation)
         values = {k: getattr(run, k) for k in SHORT}
         values["chunk_size"] = paper.full(run.task, run.chunk_size)
         key = (run.task, *(values[k] for k in held))
@@ -389,6 +410,59 @@ def ablation_series(
     return out, notes
 
 
+KERNELS = ("ema", "s4d")  # the EMA sub-layer's kernel (MegaConfig.ema_kernel)
+
+
+def _ema_kernel(run) -> str | None:
+    """A Mega run's EMA kernel (`ema` for runs recorded before the field), None for others."""
+    info = run.model_info or {}
+    if info.get("mixer") != "mega" and not info.get("ema_kernel"):
+        return None
+    return str(info.get("ema_kernel") or "ema")
+
+
+def build_kernel_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
+    """Mega's EMA beside the S4D kernel (`mega_s4d`), one row per task and fixed settings
+    (attention, chunk, h, norm) that holds an S4D run; no paper values (the Mega paper has no
+    such ablation; the S4 repository reports Mega with S4 on Image at 86.68 against its EMA at
+    83.42 validation accuracy)."""
+    notes: list[str] = []
+    by_key: dict[tuple, dict[str, list[Group]]] = {}
+    for g in groups:
+        run = g.ref
+        kernel = _ema_kernel(run)
+        if kernel is None:
+            continue
+        fixed = {k: getattr(run, k) for k in SHORT}
+        fixed["chunk_size"] = paper.full(run.task, run.chunk_size)
+        key = (run.task, *fixed.values())
+        by_key.setdefault(key, {}).setdefault(kernel, []).append(g)
+    rows = []
+    for key in sorted(by_key, key=lambda k: (task_rank(k[0]), str(k))):
+        by_kernel = by_key[key]
+        if set(by_kernel) <= {"ema"}:
+            continue  # no S4D run at these settings: nothing to put beside Mega
+        task, fixed = key[0], dict(zip(SHORT, key[1:]))
+        tag = ", ".join(f"{SHORT[k]}={x_label(v, k)}" for k, v in fixed.items())
+        label = f"{task_label(task)} ({tag})"
+        cells = {}
+        for kernel, cand in by_kernel.items():
+            cells[kernel] = choose(cand)
+            _cell_notes(f"{label}, kernel={kernel}", cells[kernel], task_label(task), notes)
+        rows.append(Row(label, label, cells))
+    kernels = list(KERNELS) + sorted({k for v in by_key.values() for k in v} - set(KERNELS))
+    return Grid(
+        "ablation_kernel",
+        "Accuracy (%) vs the EMA sub-layer's kernel: Mega's EMA (ema) and an S4D kernel (s4d, "
+        "model mega_s4d)",
+        "Task (fixed settings)",
+        [(k, k) for k in kernels],
+        rows,
+        notes,
+        generated=not compare,
+    )
+
+
 def build_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) -> list[Grid]:
     grids = []
     for axis in AXES:
@@ -415,6 +489,9 @@ def build_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) 
                 generated=not compare,
             )
         )
+    kernel = build_kernel_ablation(groups, paper, compare)
+    if kernel.rows:
+        grids.append(kernel)
     return grids
 
 

@@ -150,9 +150,15 @@ class LRAModule(L.LightningModule):
         if not self.total_steps:
             raise ValueError("LRAModule: total_steps must be known to build the lr schedule")
         scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        monitor = getattr(scheduler, "monitor", None)
+        if monitor:  # ReduceLROnPlateau: once per epoch, after validation, on the logged metric
+            # (not strict: an epoch without validation, e.g. a benchmark's, warns and skips it)
+            config = {"interval": "epoch", "frequency": 1, "monitor": monitor, "strict": False}
+        else:
+            config = {"interval": "step"}
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
+            "lr_scheduler": {"scheduler": scheduler, **config, "name": "train/lr"},
         }
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

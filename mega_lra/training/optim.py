@@ -1,4 +1,4 @@
-"""Optimiser parameter groups.
+r"""Optimiser parameter groups.
 
 The paper's recipes decay every parameter (fairseq's Adam with decoupled weight decay on all of
 them, EMA and norm parameters included): that is what an empty rule list gives. Rules make
@@ -11,19 +11,22 @@ the EMA parameters:
         - {name: ema, match: [mega_layer.ema_gate], lr: 1e-3}
 
 A parameter joins the FIRST rule one of whose `match` strings is a substring of its name (or of
-its module's class name, so `norm` catches `SequenceNorm`/`LayerNorm` weights); the rest form the
-default group. Every parameter lands in exactly one group.
+its module's class name, so `norm` catches `SequenceNorm`/`LayerNorm` weights), or one of whose
+`regex` patterns `re.search`es its full name (exact choices by name, e.g. the S4 recipes' SSM
+parameters: `regex: ['\.kernel\.(log_dt|A_real|A_imag|B|P)$']`); the rest form the default
+group. Every parameter lands in exactly one group.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-ALLOWED_RULE_KEYS = {"name", "match", "lr", "weight_decay", "betas", "eps"}
+ALLOWED_RULE_KEYS = {"name", "match", "regex", "lr", "weight_decay", "betas", "eps"}
 
 
 def _owner_classes(model: nn.Module) -> dict[str, str]:
@@ -36,19 +39,30 @@ def _owner_classes(model: nn.Module) -> dict[str, str]:
     return owners
 
 
+def _as_list(patterns: str | Iterable[str]) -> list[str]:
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
 def build_param_groups(
     model: nn.Module, rules: Sequence[Mapping[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Groups for a torch optimiser: ``[{"params": [...], "name": ..., **overrides}, ...]``."""
     rules = list(rules or [])
+    regexes: list[list[re.Pattern]] = []
     for i, rule in enumerate(rules):
         unknown = set(rule) - ALLOWED_RULE_KEYS
-        if unknown or "match" not in rule:
+        if unknown or not ({"match", "regex"} & set(rule)):
             raise ValueError(
                 f"optim.param_groups[{i}]={dict(rule)}: expected keys 'match' (list of name "
-                f"substrings) and any of {sorted(ALLOWED_RULE_KEYS - {'match'})}"
+                "substrings) or 'regex' (list of patterns searched in the full name), and any of "
+                f"{sorted(ALLOWED_RULE_KEYS - {'match', 'regex'})}"
                 + (f"; unknown {sorted(unknown)}" if unknown else "")
             )
+        patterns = rule.get("regex") or []
+        try:
+            regexes.append([re.compile(p) for p in _as_list(patterns)])
+        except re.error as err:
+            raise ValueError(f"optim.param_groups[{i}].regex={patterns}: {err}") from err
     owners = _owner_classes(model)
     buckets: list[list[nn.Parameter]] = [[] for _ in rules]
     default: list[nn.Parameter] = []
@@ -59,10 +73,10 @@ def build_param_groups(
         seen.add(id(param))
         owner = owners.get(name, "")
         for i, rule in enumerate(rules):
-            patterns: Iterable[str] = (
-                [rule["match"]] if isinstance(rule["match"], str) else rule["match"]
-            )
-            if any(p in name or p.lower() in owner.lower() for p in patterns):
+            patterns = _as_list(rule.get("match") or [])
+            if any(p in name or p.lower() in owner.lower() for p in patterns) or any(
+                r.search(name) for r in regexes[i]
+            ):
                 buckets[i].append(param)
                 break
         else:
@@ -70,7 +84,7 @@ def build_param_groups(
     groups = [{"params": default, "name": "default"}] if default else []
     for i, (rule, params) in enumerate(zip(rules, buckets, strict=True)):
         if params:
-            extra = {k: v for k, v in rule.items() if k not in ("match", "name")}
+            extra = {k: v for k, v in rule.items() if k not in ("match", "regex", "name")}
             if "betas" in extra:
                 extra["betas"] = tuple(extra["betas"])
             groups.append({"params": params, "name": rule.get("name", f"group{i}"), **extra})

@@ -65,6 +65,21 @@ def test_bad_rule_names_the_key():
         build_param_groups(tiny_mega(), [{"weight_decay": 0.0}])
 
 
+def test_regex_rules_choose_parameters_by_their_full_name():
+    model = tiny_mega()
+    rules = [{"name": "gates", "regex": [r"\.ema_gate\.(damping|decay)_factor$"], "lr": 1e-4}]
+    where = group_of(build_param_groups(model, rules))
+    for name, p in model.named_parameters():
+        chosen = name.endswith(("ema_gate.damping_factor", "ema_gate.decay_factor"))
+        assert where[id(p)] == ("gates" if chosen else "default"), name
+    both = [{"name": "x", "match": ["qk_bias"], "regex": [r"\.h_proj\.weight$"]}]
+    where = group_of(build_param_groups(model, both))  # either kind of pattern
+    for name, p in model.named_parameters():
+        assert (where[id(p)] == "x") == ("qk_bias" in name or name.endswith("h_proj.weight"))
+    with pytest.raises(ValueError, match=r"optim.param_groups\[0\].regex"):
+        build_param_groups(model, [{"regex": ["(unclosed"]}])
+
+
 def test_weight_decay_is_decoupled_and_reaches_every_parameter():
     model = tiny_mega()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

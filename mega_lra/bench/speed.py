@@ -181,6 +181,9 @@ def build(model: str, size: str, length: int, **options: Any) -> tuple[Any, Any,
     from mega_lra.models.classifier import TASK_FACTS
 
     cfg = compose_model(model, size, **options)
+    if "max_positions" in cfg.model and (cfg.model.max_positions or 0) < length:
+        # a recipe's own bias table (Mega's Text: 4002 positions) grows to the measured length
+        cfg.model.max_positions = None
     task = instantiate(cfg.task)
     facts = SimpleNamespace(**{key: getattr(task, key) for key in TASK_FACTS})
     facts.max_length = length

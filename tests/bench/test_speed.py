@@ -88,6 +88,15 @@ def test_the_text_size_is_each_models_text_recipe_with_dropout_off():
                 assert cfg.model[key] == value, key
 
 
+def test_a_recipes_bias_table_grows_to_the_measured_length():
+    """Mega's Text recipe sizes its relative bias to the original's 4002 positions; the 4K and
+    16K rows measure the same model with the table grown to the length (no error)."""
+    model, _, _ = speed.build("mega", "text", 4096)
+    assert model.backbone.config.max_positions == 4096
+    model, _, _ = speed.build("mega", "text", 1024)
+    assert model.backbone.config.max_positions == 4002  # the recipe's own, when it covers
+
+
 def test_full_attention_comes_from_the_model():
     def info(model):
         return speed.build(model, "tiny", 32)[0].describe()

@@ -341,3 +341,21 @@ def test_kernels_and_layer_outputs_match_the_golden_tensors(name, dtype):
             assert err < 1e-12, (key, err)
         else:
             assert err < 1e-5 * float(want.abs().max()), (key, err)
+
+
+def test_vandermonde_blocks_equal_the_direct_power_sum():
+    """a^(kB + j) = a^(kB) a^j: the blocked matmul equals 2 Re sum_n cb_n exp(l log a_n) taken
+    term by term, at a length that is not a multiple of the block, in float64."""
+    from mega_lra.layers.ssm_kernels import _vandermonde
+
+    gen = torch.Generator().manual_seed(0)
+    h, modes, length = 3, 5, 1000
+    log_a = torch.complex(
+        -torch.rand(h, modes, generator=gen, dtype=torch.float64) * 0.01,
+        torch.randn(h, modes, generator=gen, dtype=torch.float64),
+    )
+    cb = torch.randn(2, h, modes, 2, generator=gen, dtype=torch.float64)
+    cb = torch.view_as_complex(cb)
+    ell = torch.arange(length, dtype=torch.float64)
+    direct = 2 * (cb.unsqueeze(-1) * torch.exp(log_a.unsqueeze(-1) * ell)).sum(-2).real
+    torch.testing.assert_close(_vandermonde(cb, log_a, length), direct, rtol=1e-12, atol=1e-12)

@@ -56,40 +56,11 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(
-    path: str | os.PathLike,
-    mode: str = "w",
-    *,
-    encoding: str | None = "utf-8",
-    newline: str | None = None,
-) -> Iterator[IO[Any]]:
-    """Open a temp file for writing (``mode`` "w" text or "wb" bytes); on a clean exit it
-    replaces ``path``. Folders are created; an exception in the block discards the temp file
-    and leaves ``path`` as it was."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode={mode!r}: expected 'w' or 'wb'")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    try:
-        text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """For writers that take a file name rather than a file (safetensors, matplotlib, a user's
-    `save_function`): yields a temp path beside ``path`` for the writer; on a clean exit the
-    file written there is fsynced and replaces ``path``, as `atomic_write` does."""
+    """Yields a new temp path beside ``path`` to write; on a clean exit the file written there is
+    fsynced and replaces ``path`` (folders are created); an exception in the block discards it
+    and leaves ``path`` as it was. Serves writers that take a file name (safetensors,
+    matplotlib, a user's `save_function`); `atomic_write` builds on it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
@@ -107,6 +78,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike,
+    mode: str = "w",
+    *,
+    encoding: str | None = "utf-8",
+    newline: str | None = None,
+) -> Iterator[IO[Any]]:
+    """Open a temp file for writing (``mode`` "w" text or "wb" bytes); on a clean exit it
+    replaces ``path`` as `atomic_path` does."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode={mode!r}: expected 'w' or 'wb'")
+    text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
+    with atomic_path(path) as tmp, open(tmp, mode, **text) as fh:
+        yield fh
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -137,6 +137,7 @@ class _S4Backbone(nn.Module):
             raise ValueError(f"model.dt_min={dt_min}, dt_max={dt_max}: expected 0 < min <= max")
         self.hidden_size = hidden_size
         self.d_state, self.n_ssm = d_state, n_ssm
+        self.dt_min, self.dt_max = dt_min, dt_max  # read by make_kernel()
         self.bidirectional = bidirectional
         self.dropout_prob = dropout_prob
         self.normalization_type = normalization_type
@@ -217,7 +218,6 @@ class S4V1Backbone(_S4Backbone):
         norm_exclude_padding: bool = False,
         max_length: int | None = None,
     ) -> None:
-        self.dt_range = (dt_min, dt_max)
         super().__init__(
             hidden_size, num_hidden_layers, d_state, None, dt_min, dt_max, False, dropout_prob,
             tie_dropout, normalization_type, prenorm, norm_exclude_padding, max_length,
@@ -225,8 +225,8 @@ class S4V1Backbone(_S4Backbone):
 
     def make_kernel(self) -> nn.Module:
         return DPLRKernel(
-            self.hidden_size, self.d_state, channels=1, dt_min=self.dt_range[0],
-            dt_max=self.dt_range[1], l_max=self.max_length, share_A=True,
+            self.hidden_size, self.d_state, channels=1, dt_min=self.dt_min,
+            dt_max=self.dt_max, l_max=self.max_length, share_A=True,
         )  # fmt: skip
 
 
@@ -253,7 +253,6 @@ class S4V2Backbone(_S4Backbone):
         norm_exclude_padding: bool = False,
         max_length: int | None = None,
     ) -> None:
-        self.dt_range = (dt_min, dt_max)
         super().__init__(
             hidden_size, num_hidden_layers, d_state, n_ssm, dt_min, dt_max, bidirectional,
             dropout_prob, tie_dropout, normalization_type, prenorm, norm_exclude_padding,
@@ -263,7 +262,7 @@ class S4V2Backbone(_S4Backbone):
     def make_kernel(self) -> nn.Module:
         return DPLRKernel(
             self.hidden_size, self.d_state, channels=2 if self.bidirectional else 1,
-            n_ssm=self.n_ssm, dt_min=self.dt_range[0], dt_max=self.dt_range[1],
+            n_ssm=self.n_ssm, dt_min=self.dt_min, dt_max=self.dt_max,
             l_max=self.max_length,
         )  # fmt: skip
 
@@ -298,7 +297,6 @@ class S4DBackbone(_S4Backbone):
             raise ValueError(
                 f"model.discretization={discretization!r}: expected one of {list(DISCRETIZATIONS)}"
             )
-        self.dt_range = (dt_min, dt_max)
         self.init, self.discretization = init, discretization
         super().__init__(
             hidden_size, num_hidden_layers, d_state, n_ssm, dt_min, dt_max, bidirectional,
@@ -309,7 +307,7 @@ class S4DBackbone(_S4Backbone):
     def make_kernel(self) -> nn.Module:
         return DiagKernel(
             self.hidden_size, self.d_state, channels=2 if self.bidirectional else 1,
-            n_ssm=self.n_ssm, dt_min=self.dt_range[0], dt_max=self.dt_range[1], init=self.init,
+            n_ssm=self.n_ssm, dt_min=self.dt_min, dt_max=self.dt_max, init=self.init,
             discretization=self.discretization,
         )  # fmt: skip
 

@@ -34,12 +34,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from mega_lra.models.encoders import RealNumberEncoder, SinusoidalPositions, TokenEncoder
+from mega_lra.models.encoders import (
+    LearnedPositions,
+    RealNumberEncoder,
+    SinusoidalPositions,
+    TokenEncoder,
+)
 from mega_lra.models.heads import ClassifierHead, last_token_pool, masked_mean_pool, nli_features
 
 INPUT_KINDS = ("tokens", "pixels", "audio")
 HEADS = ("pooled", "retrieval")
-POSITIONS = (None, "sinusoidal")
+POSITIONS = (None, "sinusoidal", "learned")
 POOLINGS = ("mean", "last")
 RETRIEVAL_FEATURES = ("concat", "nli")
 # The task's facts: the runner passes them from the task, a model file never holds them.
@@ -88,7 +93,8 @@ class LRAClassifier(nn.Module):
     `backbone`: the backbone class or its import path; `label`: how tables name the model;
     `hidden_size`: d of the encoder, backbone and pooling. Classifier options: `embedding_std`
     (token embedding N(0, std); null: d^-1/2 as Mega), `scale_embedding` (tokens x sqrt(d)),
-    `positions` (null | sinusoidal), `final_layernorm` (a LayerNorm after the backbone, for
+    `positions` (null | sinusoidal | learned: a table of the task's max_length),
+    `final_layernorm` (a LayerNorm after the backbone, for
     backbones that do not end with their own norm; Mega's pre-norm stack has its own),
     `classifier_hidden_size` (null: 2d), `classifier_dropout` (null: the backbone's
     `dropout_prob`, else 0), `pooling` (mean: over the real tokens | last: the last real token),
@@ -146,7 +152,13 @@ class LRAClassifier(nn.Module):
             self.encoder = TokenEncoder(vocab_size, hidden_size, pad_id, embedding_std, scale)
         else:
             self.encoder = RealNumberEncoder(hidden_size)
-        self.positions = SinusoidalPositions(hidden_size) if positions == "sinusoidal" else None
+        self.positions: nn.Module | None = None
+        if positions == "sinusoidal":
+            self.positions = SinusoidalPositions(hidden_size)
+        elif positions == "learned":
+            if not max_length:
+                raise ValueError("model.positions=learned needs the task's max_length")
+            self.positions = LearnedPositions(max_length, hidden_size)
         self.backbone = build_backbone(cls, hidden_size, max_length, backbone_fields)
         self.final_norm = nn.LayerNorm(hidden_size) if final_layernorm else None
         self.pad_multiple = int(getattr(self.backbone, "pad_multiple", 0) or 0)

@@ -10,6 +10,8 @@
   are numbered padding_idx + 1, padding_idx + 2, ... from each row's first real token (fairseq's
   `make_positions`), padded positions keep padding_idx, whose embedding is zero. The sinusoid: sin
   over the first d/2 features, cos over the rest, frequencies exp(-i ln(10000) / (d/2 - 1)).
+- `LearnedPositions`: LRA's learned position embedding (`learn_pos_emb`, its Image and Path-X
+  configs): a (max_length, d) table N(0, 0.02), row t added at column t.
 Encoders map a (B, L) input to (B, L, d).
 """
 
@@ -89,3 +91,22 @@ class SinusoidalPositions(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, padding_idx={self.padding_idx}"
+
+
+class LearnedPositions(nn.Module):
+    """Adds a learned (max_length, d) position table to (B, L, d) embeddings (LRA's
+    `AddPositionEmbs` with `learn_pos_emb`: init N(0, 0.02), position t = column t)."""
+
+    def __init__(self, max_length: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_length, dim))
+        nn.init.normal_(self.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = x.size(1)
+        if length > self.weight.size(0):
+            raise ValueError(
+                f"sequence length {length} exceeds the learned positions' max_length "
+                f"{self.weight.size(0)}"
+            )
+        return x + self.weight[:length].to(x.dtype)

@@ -20,6 +20,17 @@ groups with their own lr are scaled by the same factor.
     factor(s) = s / W                                       s < W
     factor(s) = max(0, (1 + cos(pi * (s - W) / (T - W))) / 2)   s >= W
 
+`rsqrt_warmup` (`conf/sched/rsqrt.yaml`) and `lra_cosine` (`conf/sched/lra_cosine.yaml`), the
+LRA suite's flax schedules (`create_learning_rate_scheduler`, reference/transformer_baselines.md
+§1), with base lr = the optimiser's lr (LRA's `learning_rate`, e.g. 0.05 for the text tasks):
+
+    rsqrt:  factor(s) = min(1, s / W) / sqrt(max(s, W))
+    cosine: factor(s) = min(1, s / W) * max(0, (1 + cos(pi * frac(max(0, s - W) / T))) / 2)
+
+(LRA's "constant*linear_warmup*rsqrt_decay" and "constant*linear_warmup*cosine_decay")
+
+with T = total steps (LRA's steps_per_cycle = num_train_steps).
+
 `reduce_on_plateau` (`conf/sched/plateau.yaml`): torch's ReduceLROnPlateau on a logged metric
 (`val/acc`, mode max), stepped once per epoch after validation; every group's lr times `factor`
 after `patience` epochs without improvement (the S4-v1 recipes: factor 0.2, patience 5-40).
@@ -109,6 +120,50 @@ class CosineWithWarmup:
 def cosine_warmup(optimizer: Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
     """A `LambdaLR` stepping once per optimiser update."""
     return LambdaLR(optimizer, CosineWithWarmup(warmup_steps, total_steps))
+
+
+class RsqrtWarmup:
+    """LRA's "constant*linear_warmup*rsqrt_decay" as a factor of each group's lr."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        if warmup_steps <= 0:
+            raise ValueError(f"sched.warmup_steps={warmup_steps}: expected a positive integer")
+        self.warmup = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, step / self.warmup) / math.sqrt(max(step, self.warmup))
+
+
+def rsqrt_warmup(
+    optimizer: Optimizer, *, warmup_steps: int, total_steps: int | None = None
+) -> LambdaLR:
+    """A `LambdaLR` stepping once per optimiser update (`total_steps` is not used)."""
+    return LambdaLR(optimizer, RsqrtWarmup(warmup_steps))
+
+
+class LRACosine:
+    """LRA's "constant*linear_warmup*cosine_decay" as a factor of each group's lr: the cosine
+    runs over `total_steps` updates counted from the end of warm-up (so it has not reached 0 at
+    total_steps unless warmup_steps = 0), as flax's scheduler computes it."""
+
+    def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        if warmup_steps < 0 or total_steps <= 0:
+            raise ValueError(
+                f"sched.warmup_steps={warmup_steps}, sched.total_steps={total_steps}: expected "
+                "warmup_steps >= 0 and total_steps > 0"
+            )
+        self.warmup = int(warmup_steps)
+        self.total = int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        warm = min(1.0, step / self.warmup) if self.warmup else 1.0
+        progress = max(0.0, (step - self.warmup) / self.total) % 1.0
+        return warm * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def lra_cosine(optimizer: Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """A `LambdaLR` stepping once per optimiser update."""
+    return LambdaLR(optimizer, LRACosine(warmup_steps, total_steps))
 
 
 class ReduceOnPlateau(ReduceLROnPlateau):

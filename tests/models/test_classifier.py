@@ -199,8 +199,29 @@ def test_unknown_model_keys_are_named():
         LRAClassifier(MegaBackbone, num_classes=2, input_kind="tokens", vocab_size=None)
     with pytest.raises(ValueError, match="model.backbone='nowhere.Nothing'"):
         LRAClassifier("nowhere.Nothing", num_classes=2, vocab_size=10)
-    with pytest.raises(ValueError, match="model.positions='learned'"):
+    with pytest.raises(ValueError, match="model.positions='rotary'"):
+        LRAClassifier(MegaBackbone, num_classes=2, vocab_size=10, positions="rotary")
+    with pytest.raises(ValueError, match="positions=learned needs the task's max_length"):
         LRAClassifier(MegaBackbone, num_classes=2, vocab_size=10, positions="learned")
+
+
+def test_learned_positions_add_row_t_at_column_t():
+    """LRA's learned positions: a (max_length, d) table N(0, 0.02), its row t added to the
+    embedding at column t, whatever the padding; longer inputs are refused by name."""
+    torch.manual_seed(0)
+    model = LRAClassifier(
+        MegaBackbone, hidden_size=16, num_classes=2, vocab_size=10, max_length=6,
+        positions="learned", intermediate_size=16, shared_representation_size=8,
+        ema_projection_size=2, num_hidden_layers=1,
+    )  # fmt: skip
+    table = model.positions.weight
+    assert table.shape == (6, 16) and 0.01 < float(table.std()) < 0.03
+    ids = torch.tensor([[3, 4, 5, 0]])
+    mask = ids != 0
+    expected = model.encoder(ids) + table[:4]
+    torch.testing.assert_close(model.embed(ids, mask), expected)
+    with pytest.raises(ValueError, match="exceeds the learned positions' max_length 6"):
+        model.embed(torch.ones(1, 7, dtype=torch.long), torch.ones(1, 7, dtype=torch.bool))
 
 
 def test_classifier_head_weights_are_xavier_uniform_as_the_original():

@@ -1,6 +1,8 @@
 """The recipes' learning-rate schedule (fairseq linear_decay) against its formula, step by step
 through a real optimiser."""
 
+import math
+
 import pytest
 import torch
 
@@ -54,3 +56,37 @@ def test_warmup_longer_than_training_is_clamped_and_bad_values_are_named():
         WarmupLinearDecay(0.0, 1, 10)
     with pytest.raises(ValueError, match="sched.total_steps"):
         WarmupLinearDecay(1.0, 1, 0)
+
+
+def test_lra_rsqrt_schedule_is_linear_warmup_then_inverse_square_root():
+    """LRA's constant*linear_warmup*rsqrt_decay from base lr 0.05 (its text tasks): the lr each
+    update sees, through the composed `sched=rsqrt` the recipes use."""
+    from mega_lra.training.schedule import rsqrt_warmup
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.05)
+    sched = rsqrt_warmup(opt, warmup_steps=100)
+    seen = []
+    for _ in range(401):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen[0] == 0.0
+    assert seen[50] == pytest.approx(0.05 * 0.5 / 10)  # half-way up: (50/100) / sqrt(100)
+    assert seen[100] == pytest.approx(0.05 / 10)  # peak 0.05 / sqrt(W)
+    assert seen[400] == pytest.approx(0.05 / 20)  # 1 / sqrt(4W): half the peak
+    with pytest.raises(ValueError, match="sched.warmup_steps=0"):
+        rsqrt_warmup(opt, warmup_steps=0)
+
+
+def test_lra_cosine_schedule_counts_its_cycle_from_the_end_of_warmup():
+    from mega_lra.training.schedule import LRACosine
+
+    f = LRACosine(warmup_steps=10, total_steps=100)
+    assert f(0) == 0.0 and f(5) == pytest.approx(0.5)  # linear warm-up, cosine still at 1
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5)  # half a cycle after warm-up: (1 + cos(pi/2)) / 2
+    assert f(100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))  # not 0 at T (flax's)
+    assert LRACosine(0, 100)(0) == 1.0
+    with pytest.raises(ValueError, match="sched.total_steps=0"):
+        LRACosine(10, 0)

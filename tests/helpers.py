@@ -61,6 +61,8 @@ TINY_FIELDS = {
     "attention_dropout_prob": 0.0,  # lets CPU SDPA take its fused kernel at 16K
     "d_state": 4,  # S4's state size N (2 complex modes)
     "n_ssm": 2,  # S4's copies of (Lambda, P, B): a divisor of the tiny hidden_size
+    "projected_length": 4,  # Linformer's k, Luna's l
+    "window_size": 8,  # Local Attention's blocks, Longformer's window: patterns inside short inputs
 }
 TINY_CHUNK = 16  # models that chunk (use_chunking: true) attend within 16 tokens
 

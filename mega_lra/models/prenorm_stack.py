@@ -64,7 +64,10 @@ class PreLNStack(nn.Module):
 
     A baseline's backbone subclasses this with an explicit signature (the classifier checks the
     model file's keys against it) and passes its attention factory and an `info` dict for
-    `describe()`."""
+    `describe()`. `quadratic`: whether the method's cost grows as L^2 (the tests skip 16K fits of
+    those on CPU)."""
+
+    quadratic = False
 
     def __init__(
         self,

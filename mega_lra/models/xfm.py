@@ -12,6 +12,8 @@ from mega_lra.models.prenorm_stack import PreLNStack
 
 
 class XFMBackbone(PreLNStack):
+    quadratic = True  # cost grows as L^2: full softmax attention
+
     def __init__(
         self,
         hidden_size: int = 256,

@@ -10,9 +10,11 @@ PYTEST_WORKERS ?= 2
 LAUNCHER ?= basic
 REPRO_DIR ?= runs/reproduce-lra
 SEEDS ?= 1,2,3,4,5
+MODELS ?=
+TASKS ?=
 
-.PHONY: help install train test test-fast bench bench-train table data lint format hf-fixtures \
-	clean reproduce-lra
+.PHONY: help install train test test-fast bench bench-train bench-table2 table data lint format \
+	hf-fixtures clean reproduce-lra
 
 help:
 	@echo "make train   [ARGS='key=value ...']   train (default: the CPU demo, experiment=demo/listops)"
@@ -20,10 +22,14 @@ help:
 	@echo "make bench   [ARGS=...]              speed/memory benchmarks -> runs/bench/ (+ the"
 	@echo "                                     training step of the Text recipes)"
 	@echo "make bench-train [ARGS=...]          one training step of every recipe -> runs/bench_training/"
-	@echo "make table   [ARGS='RUNS_DIR ...']   the paper's tables from run dirs"
+	@echo "make bench-table2 [ARGS=...]         Table 2's Speed/Mem: a training step of each Table 2"
+	@echo "                                     model's Text recipe at 4K vs XFM‡, on this device"
+	@echo "                                     (then: make table ARGS='--bench runs/bench_training/<dir>')"
+	@echo "make table   [ARGS='RUNS_DIR ...']   the paper's tables from run dirs (--table lra|lra1|...)"
 	@echo "make data    TASK=name               prepare a task's dataset"
-	@echo "make reproduce-lra [LAUNCHER=slurm] [ARGS=...]   Table 2 grid (90 runs), resumable;"
-	@echo "                                     DRY=1: print the command and run states only"
+	@echo "make reproduce-lra [MODELS='reformer performer'] [TASKS=...] [LAUNCHER=slurm] [ARGS=...]"
+	@echo "                                     the LRA grid (default: every model with recipes x"
+	@echo "                                     6 tasks x 5 seeds), resumable; DRY=1: print only"
 	@echo "make lint | make format              ruff"
 	@echo "make hf-fixtures                     rebuild the transformers-4.41 parity fixtures"
 
@@ -52,12 +58,16 @@ bench: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python -m mega_lra.bench_training $(ARGS)
 
+bench-table2: $(STAMP)
+	$(BIN)/python -m mega_lra.bench_training --table2 $(ARGS)
+
 table: $(STAMP)
 	$(BIN)/python -m mega_lra.table $(ARGS)
 
 reproduce-lra: $(STAMP)
 	$(BIN)/python -m mega_lra.reproduce --launcher $(LAUNCHER) --out $(REPRO_DIR) \
-		--seeds $(SEEDS) $(if $(DRY),--dry-run) $(ARGS)
+		--seeds $(SEEDS) $(if $(strip $(MODELS)),--models "$(MODELS)") \
+		$(if $(strip $(TASKS)),--tasks "$(TASKS)") $(if $(DRY),--dry-run) $(ARGS)
 
 data: $(STAMP)
 	$(BIN)/python -m tasks.prepare task=$(TASK) $(ARGS)

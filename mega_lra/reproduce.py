@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import shlex
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def keep_sweep_file(out: Path) -> Path | None:
 
 
 def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    """A list given as `a,b,c` or `"a b c"` (make's MODELS="reformer performer")."""
+    return [x for x in re.split(r"[,\s]+", text) if x]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -110,7 +112,13 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog="Other arguments are Hydra overrides passed to every run.",
     )
     models, tasks = recipe_models("lra"), lra_tasks()
-    p.add_argument("--models", type=_csv, default=None, help=f"default: {','.join(models)}")
+    p.add_argument(
+        "--models",
+        type=_csv,
+        default=None,
+        help=f"models, comma- or space-separated (default: every one with recipes, "
+        f"{','.join(models)})",
+    )
     p.add_argument("--tasks", type=_csv, default=None, help=f"default: {','.join(tasks)}")
     p.add_argument(
         "--experiments",

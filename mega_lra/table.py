@@ -4,12 +4,24 @@ Reads every `results.json` under the given directories (default `runs/`, searche
 a Hydra sweep dir works as is) and prints one of the Mega paper's tables next to the paper's own
 numbers (`mega_lra/results/paper_results.yaml`, the one place they live):
 
-- `--table lra` (default): Table 2, rows = model, columns = the six LRA tasks + Avg (every row of
-  the paper's, S4-v1 / S4-v2 / S4-v2‡ included: the paper's numbers alone where there is no run);
+- `--table lra` (default): Table 2, rows = model, columns = the six LRA tasks + Avg + Speed and
+  Mem (every row of the paper's, the attention baselines and S4-v1 / S4-v2 / S4-v2‡ included:
+  the paper's numbers alone where there is no run; a model with runs and no Table 2 row, e.g.
+  Local Attention, is compared with LRA's Table 1). Speed / Mem: the paper's (x XFM‡, training
+  on Text at 4K), and ours with `--bench PATH` (a `bench_training.json` of
+  `python -m mega_lra.bench_training --table2`, or a `bench.json` of `python -m mega_lra.bench`,
+  or its run dir), relative to XFM‡ (our `transformer`) in the same report; each number is
+  marked with its device. A cell marked § has runs outside LRA's rule of ±10% of the base
+  Transformer's parameters on the task (the runs' count vs `experiment=lra/xfm/<task>`'s);
+- `--table lra1`: LRA's Table 1 (Tay et al. 2021: Transformer, Local Attention, Sparse
+  Transformer, Longformer, Linformer, Reformer, Sinkhorn, Synthesizer, BigBird, Linear
+  Transformer, Performer; Path-X FAIL), every row, our runs beside it;
 - `--table attention`: Table 3, Mega on Text and Image x softmax / relu2 / laplace;
 - `--table sc`: Table 4, SC-Raw, Mega base / big by experiment name;
 - `--table ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h; with runs
   of `mega_s4d`, Mega's EMA beside the S4D kernel at the same settings.
+- `--table spt`: self-pretraining (mega_lra/results/spt.py): per model, from scratch, compute-
+  matched controls and self-pretrained + fine-tuned runs side by side, with their steps.
 
 Each cell is the test accuracy (at the best-validation checkpoint) in percent: mean ± sample std
 (ddof = 1) over seeds, with the number of seeds; one seed has no std ("± n/a"), a missing cell is
@@ -41,6 +53,7 @@ import sys
 from pathlib import Path
 
 from mega_lra.results.grouping import group_runs
+from mega_lra.results.measured import read_bench
 from mega_lra.results.paper import load_paper
 from mega_lra.results.render import FORMATS, render_csv, render_latex, render_markdown
 from mega_lra.results.runs import load_runs, run_notes
@@ -63,7 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         "--table",
         choices=TABLES,
         default="lra",
-        help="lra = Table 2 (default), attention = Table 3, sc = Table 4, ablation = Figure 4",
+        help="lra = the Mega paper's Table 2 with Speed / Mem (default), lra1 = LRA's Table 1 "
+        "(Tay et al. 2021; the efficient Transformers), attention = Table 3, sc = Table 4, "
+        "ablation = Figure 4, spt = self-pretraining vs from scratch",
+    )
+    parser.add_argument(
+        "--bench",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="--table lra: our Speed / Mem columns (x XFM‡, same device) from a benchmark "
+        "report: bench_training.json of 'python -m mega_lra.bench_training --table2' (one "
+        "training step, what Table 2 measures), bench.json of 'python -m mega_lra.bench' (the "
+        "backbone at L = 4096), or the run dir holding it",
     )
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="(default: markdown)")
     parser.add_argument(
@@ -82,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         paper = load_paper()
+        measured = read_bench(ns.bench) if ns.bench is not None else None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -97,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished run (results.json) under {where}", file=sys.stderr)
         return 1
     groups, group_notes = group_runs(loaded.runs)
-    grids = build(ns.table, groups, paper)
+    grids = build(ns.table, groups, paper, measured=measured)
     notes = run_notes(loaded, group_notes)
     if not any(row.cells for g in grids for row in g.rows):  # paper rows alone are no table
         print(

@@ -238,16 +238,22 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for model in _names(rows):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colours = plt.get_cmap("tab20").colors  # 20 colours x 4 markers: every row its own look
+    markers = "osD^"
+    for i, model in enumerate(_names(rows)):
         done = [r for r in rows if r["model"] == model and "train_ms" in r]
         if not done:
             continue
         lengths = [r["length"] for r in done]
-        style = "--" if model.startswith(HF_PREFIX) else "-"
-        name = row_label(rows, model)
-        ax_t.plot(lengths, [r["train_ms"] / 1000 for r in done], style, marker="o", label=name)
-        ax_m.plot(lengths, [max(r["peak_mib"], 1e-3) for r in done], style, marker="o", label=name)
+        look = dict(
+            linestyle="--" if model.startswith(HF_PREFIX) else "-",
+            color=colours[i % len(colours)],
+            marker=markers[(i // len(colours)) % len(markers)],
+            label=row_label(rows, model),
+        )
+        ax_t.plot(lengths, [r["train_ms"] / 1000 for r in done], **look)
+        ax_m.plot(lengths, [max(r["peak_mib"], 1e-3) for r in done], **look)
     for ax, what in ((ax_t, "forward+backward time (s)"), (ax_m, "peak memory (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -255,7 +261,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
         ax.set_title(what)
         ax.grid(True, which="both", alpha=0.3)
     if ax_t.lines:
-        ax_t.legend(fontsize=8)
+        ax_m.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -71,6 +71,7 @@ TINY = dict(
     num_hidden_layers=2,
     num_attention_heads=2,
     ffn_hidden_size=32,
+    qkv_size=16,  # the attention baselines' Q/K/V width (LRA's qkv_dim)
     intermediate_size=32,
     nffn_hidden_size=32,
     shared_representation_size=8,
@@ -143,17 +144,23 @@ def compose_model(
             if "dropout" in key and isinstance(node[key], float):
                 node[key] = 0.0
         if size == "tiny":
-            for key, value in TINY.items():
-                if key in node:
-                    node[key] = value
-            if chunk_size(node):
-                node.chunk_size = TINY_CHUNK
+            shrink(node)
         if is_mega(node):
             if attention_backend:
                 node.attention_backend = attention_backend
             if attention_block_size is not None:
                 node.attention_block_size = attention_block_size or None
     return cfg
+
+
+def shrink(node: Any) -> None:
+    """Set a model node (open for writing) to the tiny size: the fields of `TINY` it has, and
+    attention chunks of `TINY_CHUNK` where it chunks."""
+    for key, value in TINY.items():
+        if key in node:
+            node[key] = value
+    if chunk_size(node):
+        node.chunk_size = TINY_CHUNK
 
 
 def is_mega(node: Any) -> bool:

@@ -16,6 +16,18 @@ on this device; for GPUs without a measurement it gives a **projection** from th
 (torch's FlopCounterMode on the model actually built) at an assumed achieved rate
 (`--assumed-tflops`, stated beside every projected number). Writes JSON + Markdown to the run
 dir (default `runs/bench_training/<timestamp>/`).
+
+`--table2` measures the Mega paper's Table 2 Speed and Mem columns on the device at hand: one
+training step (forward + backward + optimiser) of each Table 2 model's Text recipe
+(`experiment=lra/<model>/text`; the models are the Table 2 rows of `paper_results.yaml` that
+have Speed / Mem, XFM‡ = `transformer` first; a model without a recipe yet is skipped with a
+line saying so), every model at the same L = 4096 (`--length`; a Mega recipe's bias table grows to
+it, LRA's Text recipes read 1K), one batch size for all (`--batch`; default 1 on
+CPU, the XFM‡ Text recipe's per-device batch on CUDA), and reports speed = t(XFM‡) / t(model)
+and memory = peak(model) / peak(XFM‡) beside the paper's. Peak memory of the step: CUDA's
+allocator peak over the steps; on CPU the worker's peak RSS over the steps minus its RSS before
+the model was built (each case runs in a fresh process). `--length N` and `--tiny` (every model
+at the speed benchmark's tiny sizes) and `--override KEY=VALUE` make smoke tests of it.
 """
 
 from __future__ import annotations
@@ -27,7 +39,10 @@ import time
 from typing import Any
 
 from mega_lra.atomic_files import write_json, write_text
-from mega_lra.bench.worker import machine, run_dir, run_in_worker
+from mega_lra.bench.worker import MIB, current_rss, machine, peak_rss, run_dir, run_in_worker
+from mega_lra.results.measured import BASELINE, device_name, ratios, table2_rows
+
+TABLE2_LENGTH = 4096  # Table 2: "training speed and peak memory on Text at 4K"
 
 
 def demos() -> list[str]:
@@ -44,6 +59,16 @@ def recipes() -> list[str]:
     names = catalog.experiment_names("lra/")
     lra = [n for task in catalog.lra_tasks() for n in names if n.rsplit("/", 1)[-1] == task]
     return lra + catalog.experiment_names("speech/")
+
+
+def table2_models() -> list[str]:
+    """The models of Table 2's Speed / Mem columns, read from the paper file (a reference row
+    such as S4-v2‡ gives the model of ours it describes): XFM‡ (`transformer`) first."""
+    from mega_lra.results.paper import load_paper
+
+    paper = load_paper()
+    models = [paper.lra_bench_of[row] for row in paper.lra_speed]
+    return list(dict.fromkeys([BASELINE, *models]))
 
 
 def synthetic_batch(task, model, batch: int, length: int | None = None) -> dict[str, Any]:
@@ -91,7 +116,18 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     cfg = compose([f"experiment={case['experiment']}", *case.get("overrides", [])])
+    if case.get("tiny"):  # smoke tests: the speed benchmark's tiny sizes, where the model has them
+        from omegaconf import open_dict
+
+        from mega_lra.bench.speed import shrink
+
+        with open_dict(cfg.model):
+            shrink(cfg.model)
     task = instantiate(cfg.task)
+    if (cfg.model.get("max_positions") or task.max_length) < task.max_length:
+        # a recipe's own bias table (Mega's Text: 4002 positions) grows to the measured length
+        cfg.model.max_positions = None
+    rss_before = current_rss()
     model = build_classifier(cfg.model, task)
     steps, warmup = case["steps"], case["warmup"]
     result: dict[str, Any] = dict(case)
@@ -167,15 +203,22 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     held = torch.utils.data.DataLoader(_Held(batch, steps + warmup), batch_size=None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+        allocated_before = torch.cuda.memory_allocated()
     times = fit_time(model, held)
     if device == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        peak = torch.cuda.max_memory_allocated()
+        result["peak_mib"] = peak / MIB
+        result["step_peak_mib"] = (peak - allocated_before) / MIB
+        result["memory_kind"] = "CUDA allocator peak over the steps (weights, gradients, "
+        result["memory_kind"] += "optimiser state, activations)"
     else:
-        import resource
-
-        result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_mib"] = peak_rss() / MIB  # the whole process (interpreter, libraries)
+        result["step_peak_mib"] = (peak_rss() - rss_before) / MIB
+        result["memory_kind"] = "peak RSS of the worker minus its RSS before the model was built"
     result["step_ms"] = 1000 * statistics.median(times[warmup:])
     result["step_ms_all"] = [round(1000 * t, 3) for t in times]
+    if not case.get("extras", True):  # --table2: the step alone
+        return result
 
     # the backbone alone, forward + backward, same batch
     model.train()
@@ -260,7 +303,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         if "step_ms" not in r:
-            lines.append(f"| {r['experiment']} | | | | | | | | {r.get('error', '')} | |")
+            note = r.get("skipped") or r.get("error", "")
+            lines.append(f"| {r['experiment']} | | | | | | | | {note} | |")
             continue
         ratio = f"{r['overhead_ratio']:.2f}" if "overhead_ratio" in r else ""
         backbone = f"{r['backbone_ms']:.1f}" if "backbone_ms" in r else ""
@@ -294,6 +338,82 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _in_process(case: dict[str, Any]) -> dict[str, Any]:
+    """run_case in this process; a failure becomes RuntimeError, as from a worker."""
+    try:
+        return run_case(case)
+    except Exception as err:  # noqa: BLE001 - a failed case becomes a note in its row
+        raise RuntimeError(f"{type(err).__name__}: {err}") from err
+
+
+def table2_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Table 2's Speed / Mem of the measured rows against XFM‡'s (`measured.ratios`)."""
+    by_model = table2_rows(rows)
+    speed, memory = ratios(
+        {m: r["step_ms"] for m, r in by_model.items()},
+        {m: r["step_peak_mib"] for m, r in by_model.items()},
+    )
+    return {"baseline": BASELINE, "speed": speed, "memory": memory}
+
+
+def table2_markdown(report: dict[str, Any]) -> str:
+    """The Speed / Mem table of a `--table2` report, ours beside the paper's."""
+    from mega_lra.models import catalog
+    from mega_lra.results.paper import load_paper
+
+    paper, m, a = load_paper(), report["machine"], report["args"]
+    s = report["table2"]
+    by_model = table2_rows(report["rows"])
+    base = by_model.get(BASELINE, {})
+    lines = [
+        "# Table 2: training speed and peak memory relative to XFM‡",
+        "",
+        f"{report['device']}; torch {m['torch']}; one training step (forward + backward + "
+        f"optimiser, Lightning module) of each model's Text recipe, L = "
+        f"{base.get('length', '?')}, batch {a['batch']}; median of {a['steps']} steps after "
+        f"{a['warmup']} warm-up; memory: {base.get('memory_kind', '?')}; git {m.get('git_sha')}",
+        "",
+        "| model | experiment | L | params | step ms | peak MiB | Speed (ours) | Mem (ours) "
+        "| Speed (paper) | Mem (paper) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        model = r["experiment"].split("/")[1]
+        name = catalog.model_label(model)
+        ref = paper.speed_memory(model) or (None, None)
+        ref_text = " | ".join(
+            "" if v is None or v.value is None else f"{v.value:.{digits}f}×"
+            for v, digits in zip(ref, (1, 2))  # as Table 2 prints them
+        )
+        if "step_ms" not in r:
+            note = r.get("skipped") or r.get("error", "")
+            lines.append(f"| {name} | {r['experiment']} | | | | | {note} | | {ref_text} |")
+            continue
+        speed, memory = s["speed"].get(model), s["memory"].get(model)
+        lines.append(
+            f"| {name} | {r['experiment']} | {r['length']} | {r['params']:,} | "
+            f"{r['step_ms']:.1f} | {r['step_peak_mib']:,.1f} | "
+            + ("" if speed is None else f"{speed:.2f}×")
+            + " | "
+            + ("" if memory is None else f"{memory:.2f}×")
+            + f" | {ref_text} |"
+        )
+    if not a.get("isolate", True):
+        lines += [
+            "",
+            "Note: --no-isolate: every case ran in one process; CPU peaks not comparable.",
+        ]
+    lines += [
+        "",
+        "Speed = XFM‡'s step time / the model's; Mem = the model's peak / XFM‡'s, both measured "
+        f"here on {report['device']}. The paper's: Table 2 (Reformer, Linformer, BigBird and "
+        "Performer copied from LRA's Table 2, TPU v3 4x4, batch 32; Luna-256 presumably from the "
+        "Luna paper; the rest measured by the Mega authors). `python -m mega_lra.table --table "
+        "lra --bench <this file's bench_training.json>` puts ours into Table 2.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mega_lra.bench_training", description=__doc__)
     parser.add_argument(
@@ -302,7 +422,49 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="experiments of conf/experiment/ (default: the demos and every recipe)",
     )
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--table2",
+        action="store_true",
+        help="Table 2's Speed / Mem: one training step of each Table 2 model's Text recipe "
+        "(lra/<model>/text), relative to XFM‡ (transformer), on this device",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="--table2: only these Table 2 models (XFM‡, the reference, is always measured)",
+    )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each case in a fresh worker process (default; CPU peak RSS is then the case's "
+        "own); --no-isolate: all in this process (smoke tests)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="batch size (default 1; --table2 on CUDA: the XFM‡ Text recipe's per-device batch)",
+    )
+    parser.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="sequence length (task.max_length=N; default: each recipe's own; --table2: 4096)",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="every model at the speed benchmark's tiny sizes (smoke tests)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for every experiment (repeatable)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -327,52 +489,100 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
 
     import torch
+    from tqdm import tqdm
 
+    from mega_lra.models import catalog
+
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
     threads = ns.threads or torch.get_num_threads()
     try:
         out = run_dir(ns.out, "bench_training", ("bench_training.json",))
     except FileExistsError as err:
         parser.error(str(err))
     demo_names = demos()
+    rows: list[dict[str, Any]] = []
+    if ns.table2:
+        recipes_here = set(catalog.experiment_names("lra/"))
+        ns.experiments = []
+        chosen = table2_models()
+        if ns.models:
+            unknown = sorted(set(ns.models) - set(chosen))
+            if unknown:
+                parser.error(f"--models {unknown}: not a Table 2 model ({', '.join(chosen)})")
+            chosen = [m for m in chosen if m == BASELINE or m in ns.models]
+        for model in chosen:
+            exp = f"lra/{model}/text"
+            if exp not in recipes_here:
+                why = f"no recipe yet (conf/experiment/{exp}.yaml)"
+            elif model not in catalog.model_names():
+                why = f"no model yet (conf/model/{model}.yaml)"
+            else:
+                ns.experiments.append(exp)
+                continue
+            rows.append({"experiment": exp, "skipped": why})
+            print(f"[bench-train] skip {exp}: {why}", flush=True)
+        if f"lra/{BASELINE}/text" not in ns.experiments:
+            parser.error(f"--table2: no recipe lra/{BASELINE}/text for XFM‡, the 1x reference")
+        if ns.batch is None and ns.device == "cuda" and not ns.tiny:
+            from mega_lra.training.config import compose
+
+            ns.batch = int(compose([f"experiment=lra/{BASELINE}/text"]).loader.batch_size)
+    ns.batch = ns.batch or 1
     ns.experiments = ns.experiments or demo_names + recipes()
+    overrides = list(ns.override)
+    if ns.table2 and not ns.length and not ns.tiny:
+        ns.length = TABLE2_LENGTH  # every model at the same 4K (LRA's Text recipe reads 1K)
+    if ns.length:
+        overrides.append(f"task.max_length={ns.length}")
     cases = []
     for exp in ns.experiments:
         if exp in ns.skip:
             continue
         base = dict(
             experiment=exp, batch=ns.batch, steps=ns.steps, warmup=ns.warmup, device=ns.device,
-            dtype=ns.dtype, threads=threads,
+            dtype=ns.dtype, threads=threads, overrides=overrides, tiny=ns.tiny,
+            extras=not ns.table2,
         )  # fmt: skip
         cases.append(base)
         if ns.loader and exp in demo_names:
             cases.append({**base, "real_data": True})
-    rows = []
-    started = time.perf_counter()
-    for case in cases:
-        try:
-            row = run_in_worker("train_step", case)
-        except RuntimeError as err:
-            row = {**case, "error": str(err)}
-            print(f"[bench-train] {case['experiment']}: failed: {err}", flush=True)
-        else:
-            extra = f", backbone {row['backbone_ms']:.1f} ms" if "backbone_ms" in row else ""
-            print(
-                f"[bench-train] {case['experiment']:32s} step {row['step_ms']:9.1f} ms{extra} "
-                f"({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
-        rows.append(row)
     info = machine(ns.device, threads)
     info["device_name"] = info.get("gpu") or f"{info['cpu']}, {threads} threads"
+    started = time.perf_counter()
+    bar = tqdm(cases, desc="bench-train", unit="case", file=sys.stderr, dynamic_ncols=True)
+    for case in bar:
+        bar.set_postfix_str(case["experiment"])
+        try:
+            row = run_in_worker("train_step", case) if ns.isolate else _in_process(case)
+        except RuntimeError as err:
+            row = {**case, "error": str(err)}
+            bar.write(f"[bench-train] {case['experiment']}: failed: {err}")
+        else:
+            extra = f", backbone {row['backbone_ms']:.1f} ms" if "backbone_ms" in row else ""
+            peak = f", peak {row['step_peak_mib']:,.1f} MiB" if "step_peak_mib" in row else ""
+            bar.write(
+                f"[bench-train] {case['experiment']:32s} step {row['step_ms']:9.1f} ms{extra}"
+                f"{peak} ({time.perf_counter() - started:.0f} s)"
+            )
+        rows.append(row)
+    if ns.table2:  # the paper's row order, skipped models in their place
+        order = {f"lra/{m}/text": i for i, m in enumerate(table2_models())}
+        rows.sort(key=lambda r: order.get(r["experiment"], len(order)))
     report = {
         "machine": info,
+        "device": device_name(info, ns.dtype),
         "args": vars(ns),
         "rows": rows,
         "total_seconds": time.perf_counter() - started,
     }
+    text = markdown(report)
+    if ns.table2:
+        report["table2"] = table2_summary(rows)
+        text = table2_markdown(report) + "\n" + text
     write_json(out / "bench_training.json", report)
-    write_text(out / "bench_training.md", markdown(report))
-    print((out / "bench_training.md").read_text())
+    write_text(out / "bench_training.md", text)
+    print(text)
     print(f"[bench-train] wrote {out}/bench_training.{{json,md}}")
     return 0
 

@@ -1,11 +1,16 @@
-"""The Mega paper's own numbers (`paper_results.yaml` beside this file, the one place they live),
-each with its source (table, row, column), and the settings behind them: a run is compared with
-a paper number only when it was run in that setting."""
+"""The Mega paper's own numbers and LRA's Table 1 (`paper_results.yaml` beside this file, the one
+place they live), each with its source (table, row, column), and the settings behind them: a run
+is compared with a paper number only when it was run in that setting.
+
+An LRA table (`LRATable`: Mega's Table 2 = `Paper.table2`, LRA's Table 1 = `Paper.table1`) maps
+our model names to the printed row: accuracies per task (None = ✗ / FAIL), the printed Avg, and,
+for Table 2, the Speed and Mem columns (training on Text at 4K, x XFM‡) with where they come from.
+`Paper.lra`, `lra_avg`, `lra_rows`, ... are Table 2's, under the names they always had."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +40,30 @@ class PaperPoint:
 
 
 @dataclass(frozen=True)
+class LRATable:
+    """One printed LRA accuracy table, rows keyed by our model names, in the printed order."""
+
+    source: str  # "Table 2" (Mega's) or "LRA Table 1"
+    citation: str
+    accuracy: dict[str, dict[str, PaperValue]]  # model -> task -> value
+    avg: dict[str, PaperValue]  # model -> the printed Avg
+    rows: dict[str, str]  # model -> the printed row name (XFM‡ for our Transformer)
+    origin: dict[str, str]  # model -> where the row's accuracies come from, if copied
+    avg_notes: dict[str, str]  # model -> why the printed Avg is not its row's mean (Sinkhorn)
+    # Table 2's Speed and Mem columns (x XFM‡, training on Text at 4K), for the rows that give them
+    speed: dict[str, PaperValue]
+    memory: dict[str, PaperValue]
+    speed_origin: dict[str, str]  # model -> where its Speed / Mem come from, if not Mega's
+    # rows that name no model of ours (S4-v2‡, the Mega authors' re-run): shown for reference
+    reference_only: frozenset[str]
+    bench_of: dict[str, str]  # row -> the model of ours its Speed / Mem describe (default: row)
+
+
+@dataclass(frozen=True)
 class Paper:
     citation: str
-    lra: dict[str, dict[str, PaperValue]]  # model -> task -> value, in the paper's row order
-    lra_avg: dict[str, PaperValue]  # model -> the paper's Avg
-    lra_rows: dict[str, str]  # model -> the paper's row name (XFM‡ for the Transformer)
-    # Table 2's Speed and Mem columns (x XFM‡, training on Text at 4K), for the rows that give them
-    lra_speed: dict[str, PaperValue]
-    lra_memory: dict[str, PaperValue]
-    # rows that name no model of ours (S4-v2‡, the Mega authors' re-run): shown for reference
-    lra_reference_only: frozenset[str]
-    lra_bench_of: dict[str, str]  # row -> the model of ours its Speed / Mem describe (default: row)
+    table2: LRATable  # the Mega paper's Table 2
+    table1: LRATable  # LRA's Table 1 (Tay et al. 2021)
     attention_model: str
     attention: dict[str, dict[str, PaperValue]]  # task -> activation -> value
     sc: dict[str, dict[str, Any]]  # key -> {experiment, row, params, ref}
@@ -54,6 +72,35 @@ class Paper:
     ema_values: tuple[int, ...]
     ema_note: str
     settings: dict[str, Any]
+
+    # Table 2 under the names it always had
+    @property
+    def lra(self) -> dict[str, dict[str, PaperValue]]:
+        return self.table2.accuracy
+
+    @property
+    def lra_avg(self) -> dict[str, PaperValue]:
+        return self.table2.avg
+
+    @property
+    def lra_rows(self) -> dict[str, str]:
+        return self.table2.rows
+
+    @property
+    def lra_speed(self) -> dict[str, PaperValue]:
+        return self.table2.speed
+
+    @property
+    def lra_memory(self) -> dict[str, PaperValue]:
+        return self.table2.memory
+
+    @property
+    def lra_reference_only(self) -> frozenset[str]:
+        return self.table2.reference_only
+
+    @property
+    def lra_bench_of(self) -> dict[str, str]:
+        return self.table2.bench_of
 
     def speed_memory(self, model: str) -> tuple[PaperValue, PaperValue | None] | None:
         """Table 2's (Speed, Mem) for our `model` (S4-v2‡'s for `s4_v2`), or None."""
@@ -103,6 +150,41 @@ def _paper_error(path: Path, key: str, expected: str) -> ValueError:
     return ValueError(f"{path}: key '{key}': expected {expected}")
 
 
+def _lra_table(raw: dict[str, Any], name: str, citation: str, num: Any) -> LRATable:
+    """An LRA table from block `name` of the paper file (`lra` or `lra1`); `num` checks a
+    number."""
+    block = raw[name]
+    src = block["source"]
+    t = LRATable(src, citation, {}, {}, {}, {}, {}, {}, {}, {}, frozenset(), {})
+    reference_only = set()
+    for model, row in block["rows"].items():
+        t.rows[model] = row["row"]
+        if row.get("reference_only", False):
+            reference_only.add(model)
+        t.bench_of[model] = str(row.get("bench_of", model))
+        for key, out in (("origin", t.origin), ("avg_note", t.avg_notes)):
+            if key in row:
+                out[model] = str(row[key])
+        for key, column, out in (("speed", "Speed", t.speed), ("memory", "Mem", t.memory)):
+            if key in row:
+                where = f"{src}, row {row['row']}, column {column}"
+                if "speed_origin" in row:
+                    where += f" ({row['speed_origin']})"
+                    t.speed_origin[model] = str(row["speed_origin"])
+                out[model] = PaperValue(num(row[key], f"{name}.rows.{model}.{key}"), where)
+        t.accuracy[model] = {
+            task: PaperValue(
+                num(v, f"{name}.rows.{model}.accuracy.{task}"),
+                f"{src}, row {row['row']}, column {task_label(task)}",
+            )
+            for task, v in row["accuracy"].items()
+        }
+        t.avg[model] = PaperValue(
+            num(row["avg"], f"{name}.rows.{model}.avg"), f"{src}, row {row['row']}, column Avg"
+        )
+    return replace(t, reference_only=frozenset(reference_only))
+
+
 def load_paper(path: Path = PAPER_FILE) -> Paper:
     """The paper's reference numbers, each with its source (table, row, column)."""
     try:
@@ -116,30 +198,8 @@ def load_paper(path: Path = PAPER_FILE) -> Paper:
         return None if v is None else float(v)
 
     try:
-        lra, lra_avg, lra_rows = {}, {}, {}
-        lra_speed, lra_memory, reference_only, bench_of = {}, {}, set(), {}
-        src = raw["lra"]["source"]
-        for model, row in raw["lra"]["rows"].items():
-            lra_rows[model] = row["row"]
-            if row.get("reference_only", False):
-                reference_only.add(model)
-            bench_of[model] = str(row.get("bench_of", model))
-            for key, column, out in (("speed", "Speed", lra_speed), ("memory", "Mem", lra_memory)):
-                if key in row:
-                    out[model] = PaperValue(
-                        num(row[key], f"lra.rows.{model}.{key}"),
-                        f"{src}, row {row['row']}, column {column}",
-                    )
-            lra[model] = {
-                task: PaperValue(
-                    num(v, f"lra.rows.{model}.accuracy.{task}"),
-                    f"{src}, row {row['row']}, column {task_label(task)}",
-                )
-                for task, v in row["accuracy"].items()
-            }
-            lra_avg[model] = PaperValue(
-                num(row["avg"], f"lra.rows.{model}.avg"), f"{src}, row {row['row']}, column Avg"
-            )
+        table2 = _lra_table(raw, "lra", raw["paper"], num)
+        table1 = _lra_table(raw, "lra1", raw["lra1"]["citation"], num)
         src = raw["attention"]["source"]
         attention = {
             task: {
@@ -182,13 +242,8 @@ def load_paper(path: Path = PAPER_FILE) -> Paper:
 
         return Paper(
             citation=raw["paper"],
-            lra=lra,
-            lra_avg=lra_avg,
-            lra_rows=lra_rows,
-            lra_speed=lra_speed,
-            lra_memory=lra_memory,
-            lra_reference_only=frozenset(reference_only),
-            lra_bench_of=bench_of,
+            table2=table2,
+            table1=table1,
             attention_model=raw["attention"]["model"],
             attention=attention,
             sc=sc,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from mega_lra.results.grouping import fmt_stat
 from mega_lra.results.paper import PaperValue
-from mega_lra.results.tables import LEGEND, Average, Grid, Row
+from mega_lra.results.tables import LEGEND, PARAM_FLAG, Average, Grid, Row
 
 FORMATS = ("markdown", "latex", "csv")
 MISSING = "—"
@@ -44,14 +44,20 @@ def _avg_text(avg: Average | None) -> str:
     return text
 
 
+def _ratio(key: str, value: float, paper: bool) -> str:
+    """A Speed / Mem ratio: the paper's as printed (speed 1 decimal, memory 2), ours with 2."""
+    return f"{value:.{1 if paper and key == 'speed' else 2}f}×"
+
+
 def _lines(grid: Grid) -> tuple[list[str], list[list[str]]]:
     """Header and body rows as plain strings (ours / paper / Δ per row)."""
     header = [grid.corner] + [h for _, h in grid.extra_columns] + [h for _, h in grid.columns]
     if grid.has_avg:
         header.append("Avg")
+    header += [h for _, h in grid.tail_columns]
     body = []
     for row in grid.rows:
-        if row.paper and not row.cells:  # no run: the paper's numbers alone
+        if row.paper and not row.cells and not row.tail:  # nothing of ours: the paper's alone
             body.append(_paper_line(grid, row))
             continue
         ours = [row.label + (" (ours)" if row.paper else "")]
@@ -61,9 +67,14 @@ def _lines(grid: Grid) -> tuple[list[str], list[list[str]]]:
             text = MISSING if cell is None else fmt_stat(cell.stat)
             if cell is not None and len(cell.candidates) > 1:
                 text += " †"
+            if key in row.flags:
+                text += f" {PARAM_FLAG}"
             ours.append(text)
         if grid.has_avg:
             ours.append(_avg_text(row.avg))
+        for key, _ in grid.tail_columns:
+            value, mark = row.tail.get(key, (None, ""))
+            ours.append(MISSING if value is None else f"{_ratio(key, value, False)} {mark}")
         body.append(ours)
         if not row.paper:
             continue
@@ -77,6 +88,7 @@ def _lines(grid: Grid) -> tuple[list[str], list[list[str]]]:
             avg = row.avg
             ok = avg is not None and not avg.partial and avg.value is not None
             delta.append(_fmt_diff(_diff(avg.value, row.paper_avg) if ok else None))
+        delta += ["" for _ in grid.tail_columns]
         body += [ref, delta]
     return header, body
 
@@ -87,6 +99,9 @@ def _paper_line(grid: Grid, row: Row) -> list[str]:
     ref += [_fmt_paper(row.paper.get(k)) for k, _ in grid.columns]
     if grid.has_avg:
         ref.append(_fmt_paper(row.paper_avg))
+    for key, _ in grid.tail_columns:
+        value, mark = row.paper_tail.get(key, (None, ""))
+        ref.append(MISSING if value is None else f"{_ratio(key, value.value, True)} {mark}")
     return ref
 
 
@@ -167,6 +182,8 @@ CSV_FIELDS = (
     "paper_source",
     "diff",
     "partial",
+    "device",  # Speed / Mem: where ours were measured
+    "flag",  # § = outside LRA's ±10% parameter rule
 )
 
 
@@ -197,6 +214,7 @@ def render_csv(grids: Sequence[Grid]) -> str:
                     )
                     d = _diff(stat.mean, ref)
                     line["diff"] = "" if d is None else repr(d)
+                    line["flag"] = PARAM_FLAG if key in row.flags else ""
                 writer.writerow(line)
             if grid.has_avg and row.avg is not None:
                 avg = row.avg
@@ -206,6 +224,15 @@ def render_csv(grids: Sequence[Grid]) -> str:
                     if not avg.partial:
                         d = _diff(avg.value, row.paper_avg)
                         line["diff"] = "" if d is None else repr(d)
+                writer.writerow(line)
+            for key, header in grid.tail_columns:
+                value, _ = row.tail.get(key, (None, ""))
+                ref, _ = row.paper_tail.get(key, (None, ""))
+                if value is None and ref is None:
+                    continue
+                line = {**base, "column": header, **_csv_ref(ref)}
+                if value is not None:
+                    line.update(mean=repr(value), device=grid.device)
                 writer.writerow(line)
     return buf.getvalue()
 

@@ -1,9 +1,12 @@
 """The paper's four tables as data (`Grid`s of `Row`s of cells), before any rendering:
 
 - `build_lra`: Table 2, rows = models (the paper's rows first, in its order, then any other
-  model by label), columns = the LRA tasks (`conf/task/*.yaml` with `benchmark: lra`) + Avg;
-  a paper row without runs (or one naming no model of ours, S4-v2‡) shows the paper's numbers
-  alone;
+  model by label), columns = the LRA tasks (`conf/task/*.yaml` with `benchmark: lra`) + Avg +
+  Speed and Mem (x XFM‡: the paper's, and ours from a benchmark report, `measured.py`, each
+  marked with its device); a paper row without runs (or one naming no model of ours, S4-v2‡)
+  shows the paper's numbers alone; a model with runs but no Table 2 row is compared with LRA's
+  Table 1 where that has it; a cell whose runs break LRA's ±10% parameter rule is marked §
+  (`param_rule.py`). `build_lra1`: the same against LRA's Table 1;
 - `build_attention`: Table 3, Mega on Text and Image x the paper's attention functions;
 - `build_sc`: Table 4, SC-Raw, Mega base / big by experiment name;
 - `build_ablation`: Figure 4's data, accuracy vs chunk size and vs EMA dimension h; and, when
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mega_lra.models.catalog import lra_tasks, model_names
+from mega_lra.results import param_rule
 from mega_lra.results.grouping import (
     Cell,
     Group,
@@ -33,10 +37,12 @@ from mega_lra.results.grouping import (
     task_order,
     task_rank,
 )
-from mega_lra.results.paper import Paper, PaperValue
+from mega_lra.results.measured import Measured
+from mega_lra.results.paper import LRATable, Paper, PaperValue
 from mega_lra.results.runs import show
 
-TABLES = ("lra", "attention", "sc", "ablation")
+TABLES = ("lra", "lra1", "attention", "sc", "ablation", "spt")
+PARAM_FLAG = "§"  # a cell whose runs break LRA's ±10% parameter rule
 
 
 @dataclass
@@ -61,6 +67,10 @@ class Row:
     paper_extra: dict[str, str] = field(default_factory=dict)
     avg: Average | None = None
     paper_avg: PaperValue | None = None
+    # columns after Avg (Table 2's Speed, Mem): ours (value, device mark) and the paper's
+    tail: dict[str, tuple[float, str]] = field(default_factory=dict)
+    paper_tail: dict[str, tuple[PaperValue, str]] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)  # columns marked PARAM_FLAG
 
 
 @dataclass
@@ -76,6 +86,8 @@ class Grid:
     generated: bool = False
     extra_columns: list[tuple[str, str]] = field(default_factory=list)
     has_avg: bool = False
+    tail_columns: list[tuple[str, str]] = field(default_factory=list)  # after Avg
+    device: str = ""  # the device of the measured tail cells
 
 
 LEGEND = (
@@ -150,22 +162,111 @@ def _by(groups: Iterable[Group], *keys: str) -> dict[tuple, list[Group]]:
     return out
 
 
-def _model_order(labels: dict[str, str], paper: Paper, every_paper_row: bool = False) -> list[str]:
-    """The paper's Table 2 rows in its order (only those with runs unless `every_paper_row`),
+def _model_order(labels: dict[str, str], table: LRATable, every_paper_row: bool) -> list[str]:
+    """The printed table's rows in its order (only those with runs unless `every_paper_row`),
     then every other model by label."""
-    known = [m for m in paper.lra_rows if every_paper_row or m in labels]
+    known = [m for m in table.rows if every_paper_row or m in labels]
     return known + sorted(set(labels) - set(known), key=lambda m: (labels[m], m))
 
 
-def _paper_row_label(model: str, paper: Paper) -> str:
+def _paper_row_label(model: str, table: LRATable) -> str:
     """A paper row without runs: its model's label, or the paper's name for a reference row."""
-    if model not in paper.lra_reference_only and model in model_names():
+    if model not in table.reference_only and model in model_names():
         return model_label(model)
-    return paper.lra_rows[model]
+    return table.rows[model]
 
 
-def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
-    """Table 2. `compare=False` (generated data): no paper values, columns = the tasks present."""
+SPEED_MEM = (("speed", "Speed"), ("memory", "Mem"))
+
+
+def _speed_memory(rows: list[Row], table: LRATable, measured: Measured | None) -> list[str]:
+    """Table 2's Speed and Mem cells: the paper's (marked by where they come from) and ours
+    (from `measured`, marked by its device); the notes that say what the marks are."""
+    marks: dict[str, str] = {}
+
+    def mark(text: str) -> str:
+        return marks.setdefault(text, f"({chr(ord('a') + len(marks))})")
+
+    ours = None
+    if measured is not None:
+        ours = mark(f"ours: {measured.device}; {measured.what}; from {show(measured.path)}")
+    for row in rows:
+        for key, _ in SPEED_MEM:
+            value = getattr(measured, key, {}).get(row.key) if measured else None
+            if value is not None:
+                row.tail[key] = (value, ours)
+            ref = getattr(table, key).get(row.key)
+            if ref is not None and ref.value is not None:
+                where = table.speed_origin.get(
+                    row.key, "measured by the Mega authors (device not stated in the table)"
+                )
+                row.paper_tail[key] = (ref, mark(f"paper: {where}"))
+    notes = [
+        "Speed / Mem: training on Text at 4K relative to XFM‡ (our `transformer`): speed = "
+        "XFM‡'s step time / the model's, memory = the model's peak / XFM‡'s, on the same device; "
+        "the mark after each number names where it was measured: "
+        + "; ".join(f"{m} {text}" for text, m in marks.items())
+        + "."
+    ]
+    if measured is None:
+        notes.append(
+            "Speed / Mem (ours): give --bench PATH (a report of python -m mega_lra.bench_training "
+            "--table2, or of python -m mega_lra.bench)."
+        )
+    else:
+        missing = sorted(r.label for r in rows if r.cells and "speed" not in r.tail)
+        if missing:
+            notes.append(f"Not in the --bench report: {', '.join(missing)}.")
+    return notes
+
+
+def _param_flags(rows: list[Row], base_params, notes: list[str]) -> None:
+    """Mark (PARAM_FLAG) each cell whose runs' parameter count is outside LRA's ±10% of the base
+    Transformer's (`param_rule`); one note listing them, one for tasks without a base recipe."""
+    broken, unchecked = [], set()
+    for row in rows:
+        for task, cell in row.cells.items():
+            counts = sorted({r.params for r in cell.group.runs if r.params is not None})
+            if not counts:
+                continue
+            base = base_params(task)
+            if base is None:
+                unchecked.add(task_label(task))
+                continue
+            if not all(param_rule.within_rule(n, base) for n in counts):
+                row.flags.add(task)
+                have = "/".join(f"{n:,}" for n in counts)
+                broken.append(
+                    f"{row.label} on {task_label(task)}: {have} vs {base:,} "
+                    f"({max(counts, key=lambda n: abs(n - base)) / base:.2f}×)"
+                )
+    rule = (
+        f"{PARAM_FLAG} = the runs' parameters (results.json) are outside LRA's rule, within "
+        f"±{param_rule.TOLERANCE:.0%} of the base Transformer's on the task (recipe "
+        f"lra/{param_rule.BASE_MODEL}/<task>)"
+    )
+    if broken:
+        notes.append(f"{rule}: " + "; ".join(broken) + ".")
+    if unchecked:
+        notes.append(
+            f"LRA's parameter rule not checked on {', '.join(sorted(unchecked))}: no recipe "
+            f"lra/{param_rule.BASE_MODEL}/<task>."
+        )
+
+
+def build_lra(
+    groups: Sequence[Group],
+    paper: Paper,
+    compare: bool = True,
+    *,
+    table1: bool = False,
+    measured: Measured | None = None,
+    base_params=None,
+) -> Grid:
+    """Table 2 (`table1`: LRA's Table 1). `compare=False` (generated data): no paper values,
+    columns = the tasks present. `measured`: our Speed / Mem (Table 2 only). `base_params(task)`:
+    the base Transformer's parameter count, for the ±10% flag."""
+    table = paper.table1 if table1 else paper.table2
     notes: list[str] = []
     by_cell = _by(groups, "model", "task")
     ref = paper if compare else None
@@ -179,14 +280,14 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
                 outside[g.ref.task] = outside.get(g.ref.task, 0) + len(g.runs)
         if outside:
             notes.append(
-                "Runs on tasks outside Table 2 (not shown): "
+                f"Runs on tasks outside {table.source} (not shown): "
                 + ", ".join(f"{t} ({n})" for t, n in sorted(outside.items()))
                 + "."
             )
     labels = {g.ref.model: run_label(g.ref) for g in groups if g.ref.task in tasks}
     rows = []
-    for model in _model_order(labels, paper, every_paper_row=compare):
-        label = labels.get(model) or _paper_row_label(model, paper)
+    for model in _model_order(labels, table, every_paper_row=compare):
+        label = labels.get(model) or _paper_row_label(model, table)
         cells = {}
         for task in tasks:
             where = f"{label} / {task_label(task)}"
@@ -200,10 +301,14 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
                 _cell_notes(where, cell, task_label(task), notes)
         row = Row(model, label, cells)
         if compare:
-            row.paper = dict(paper.lra.get(model, {}))
-            name = paper.lra_rows.get(model)
-            row.paper_label = "Table 2" if name in (None, label) else f"{name}, Table 2"
-            row.paper_avg = paper.lra_avg.get(model)
+            # a model of ours with runs but no row here: LRA's Table 1 row, if it has one
+            source = table
+            if model not in table.rows and model in paper.table1.rows:
+                source = paper.table1
+            row.paper = dict(source.accuracy.get(model, {}))
+            name = source.rows.get(model)
+            row.paper_label = source.source if name in (None, label) else f"{name}, {source.source}"
+            row.paper_avg = source.avg.get(model)
             expected = tuple(
                 t for t in tasks if row.paper.get(t, PaperValue(0, "")).value is not None
             )
@@ -211,23 +316,10 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
             value = statistics.fmean(cells[t].stat.mean for t in present) if present else None
             row.avg = Average(value, present, expected)
         rows.append(row)
-    if compare:
-        for model, speed in paper.lra_speed.items():
-            memory = paper.lra_memory.get(model)
-            mem = "" if memory is None or memory.value is None else f" / Mem {memory.value:g}×"
-            notes.append(
-                f"{paper.lra_rows[model]} (Table 2): Speed {speed.value:g}×{mem} of XFM‡ "
-                "(training on Text at 4K); ours: python -m mega_lra.bench."
-            )
-        notes.insert(
-            0,
-            "Avg = mean of the task means; 'partial k/m' = over the k tasks present only, not "
-            "compared with the paper. The Transformer is compared with XFM‡ (the authors' "
-            "re-run), whose Avg is over the five tasks without ✗.",
-        )
-    return Grid(
-        "lra",
-        "LRA accuracy (%), ours vs the paper's Table 2",
+    grid = Grid(
+        "lra1" if table1 else "lra",
+        f"LRA accuracy (%), ours vs {table.source}"
+        + (f" ({table.citation})" if table1 else " (the Mega paper's)"),
         "Model",
         [(t, task_label(t)) for t in tasks],
         rows,
@@ -235,6 +327,31 @@ def build_lra(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Gr
         generated=not compare,
         has_avg=compare,
     )
+    if not compare:
+        return grid
+    if not table1:
+        grid.tail_columns = [(key, header) for key, header in SPEED_MEM]
+        grid.device = measured.device if measured else ""
+        notes += _speed_memory(rows, table, measured)
+    _param_flags(rows, base_params or param_rule.base_params, notes)
+    sources = [table] if table1 else [table, paper.table1]  # Table 1 rows show under Table 2
+    for source in sources:
+        for model, text in source.avg_notes.items():
+            if any(r.key == model and r.paper_avg is source.avg[model] for r in rows):
+                notes.append(f"{source.rows[model]}, {source.source}: Avg {text}.")
+    lead = (
+        "Avg = mean of the task means; 'partial k/m' = over the k tasks present only, not "
+        "compared with the paper."
+    )
+    if table1:
+        lead += " Path-X is FAIL (✗) for every model of LRA's Table 1; its Avg is over five tasks."
+    else:
+        lead += (
+            " The Transformer is compared with XFM‡ (the authors' re-run), whose Avg is over the "
+            "five tasks without ✗; a model with no Table 2 row with LRA's Table 1 where it has one."
+        )
+    notes.insert(0, lead)
+    return grid
 
 
 def build_attention(groups: Sequence[Group], paper: Paper, compare: bool = True) -> Grid:
@@ -496,20 +613,31 @@ def build_ablation(groups: Sequence[Group], paper: Paper, compare: bool = True) 
 
 
 BUILDERS = {
-    "lra": lambda gs, p, c: [build_lra(gs, p, c)],
-    "attention": lambda gs, p, c: [build_attention(gs, p, c)],
-    "sc": lambda gs, p, c: [build_sc(gs, p, c)],
-    "ablation": build_ablation,
+    "lra": lambda gs, p, c, **kw: [build_lra(gs, p, c, **kw)],
+    "lra1": lambda gs, p, c, **kw: [build_lra(gs, p, c, table1=True, **kw)],
+    "attention": lambda gs, p, c, **kw: [build_attention(gs, p, c)],
+    "sc": lambda gs, p, c, **kw: [build_sc(gs, p, c)],
+    "ablation": lambda gs, p, c, **kw: build_ablation(gs, p, c),
+    "spt": lambda gs, p, c, **kw: _build_spt(gs, p, c),
 }
 
 
-def build(table: str, groups: Sequence[Group], paper: Paper) -> list[Grid]:
+def _build_spt(groups: Sequence[Group], paper: Paper, compare: bool) -> list[Grid]:
+    from mega_lra.results.spt import build_spt  # self-pretraining vs from scratch
+
+    return build_spt(groups, paper, compare)
+
+
+def build(table: str, groups: Sequence[Group], paper: Paper, **options) -> list[Grid]:
     """The grids of one `--table`: the paper comparison on real data, then (if any) the same
-    table on generated data, without paper values, in a section of its own."""
+    table on generated data, without paper values, in a section of its own. `options` go to
+    the LRA tables (`measured`, `base_params`)."""
+    if table != "spt":  # self-pretraining runs and their controls: --table spt only
+        groups = [g for g in groups if not getattr(g.ref, "spt", None)]
     real = [g for g in groups if not g.generated]
     gen = [g for g in groups if g.generated]
-    grids = BUILDERS[table](real, paper, True)
-    gen_grids = [g for g in BUILDERS[table](gen, paper, False) if g.rows] if gen else []
+    grids = BUILDERS[table](real, paper, True, **options)
+    gen_grids = [g for g in BUILDERS[table](gen, paper, False, **options) if g.rows] if gen else []
     for grid in gen_grids:
         grid.title = f"{GENERATED_TITLE}. {grid.title.split(',')[0]}"
     if gen_grids:

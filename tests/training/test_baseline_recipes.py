@@ -5,6 +5,8 @@ its model, and LRA's Transformer has the parameter counts LRA's table prints."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -13,6 +15,8 @@ from mega_lra.models import build_model
 from mega_lra.models.catalog import model_label, model_names
 from mega_lra.models.classifier import count_parameters
 from mega_lra.training.config import compose
+from tests.helpers import run_module, tiny
+from tests.training.helpers import run_overrides
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 # every model of LRA Table 1 / Mega Table 2 built on LRA's pre-LN block (Luna has its own recipes)
@@ -194,3 +198,32 @@ def test_luna_recipe_holds_the_luna_papers_config(task):
     with torch.device("meta"):
         net = build_model(cfg)
     assert net.label == model_label("luna") == "Luna-256"
+
+
+@pytest.mark.parametrize(
+    "experiment", ["lra/reformer/listops", "lra/bigbird/image", "lra/luna/retrieval"]
+)
+def test_baseline_recipe_trains_from_the_cli(experiment, lra_data, tmp_path):
+    """`python -m mega_lra.train experiment=lra/<model>/<task>` as a user runs it (a subprocess,
+    the official data layout), at tiny widths: LRA's 10-bucket Reformer with the rsqrt schedule,
+    BigBird's blocks on Image with LRA's cosine and learned positions, Luna on a retrieval pair."""
+    model = experiment.split("/")[1]
+    run = tmp_path / "run"
+    qkv = [] if model == "luna" else ["model.qkv_size=8"]
+    done = run_module(
+        "mega_lra.train",
+        f"experiment={experiment}",
+        *tiny(model),
+        *qkv,
+        "model.classifier_hidden_size=16",
+        *run_overrides(lra_data),
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        f"hydra.run.dir={run}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["experiment"] == experiment and results["steps"] == 2
+    assert results["model_info"]["label"] == model_label(model)
+    assert results["model_info"]["backbone"].startswith(f"mega_lra.models.{model}.")
+    assert 0.0 <= results["test_accuracy"] <= 1.0

@@ -71,25 +71,8 @@ def generate() -> None:
         print(f"wrote {OUT / (name + '.pt')}")
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    from tools.hf_reference.envs import TORCH_REQUIREMENT, EnvSpec, run_in_env
-
-    spec = EnvSpec(
-        name="linformer-0.2.3",
-        torch=TORCH_REQUIREMENT,
-        requirements=ENV_REQUIREMENTS,
-        probe="import torch, linformer; print(torch.__version__)",
-        what="linformer-0.2.3",
-    )
-    proc = run_in_env(spec, [__file__, "--in-env"], root=ROOT, timeout=600)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
-    raise SystemExit(proc.returncode)
-
-
 if __name__ == "__main__":
-    if "--in-env" in sys.argv:
-        generate()
-    else:
-        main()
+    sys.path.insert(0, str(ROOT))
+    from tools.baseline_reference.side_env import package_spec, run_script
+
+    run_script(__file__, generate, package_spec("linformer-0.2.3", ENV_REQUIREMENTS, "linformer"))

@@ -68,25 +68,12 @@ def generate() -> None:
         print(f"wrote {OUT / (name + '.pt')}")
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    from tools.hf_reference.envs import TORCH_REQUIREMENT, EnvSpec, run_in_env
-
-    spec = EnvSpec(
-        name="local-attention-1.11.2",
-        torch=TORCH_REQUIREMENT,
-        requirements=ENV_REQUIREMENTS,
-        probe="import torch, local_attention; print(torch.__version__)",
-        what="local-attention-1.11.2",
-    )
-    proc = run_in_env(spec, [__file__, "--in-env"], root=ROOT, timeout=900)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
-    raise SystemExit(proc.returncode)
-
-
 if __name__ == "__main__":
-    if "--in-env" in sys.argv:
-        generate()
-    else:
-        main()
+    sys.path.insert(0, str(ROOT))
+    from tools.baseline_reference.side_env import package_spec, run_script
+
+    run_script(
+        __file__,
+        generate,
+        package_spec("local-attention-1.11.2", ENV_REQUIREMENTS, "local_attention"),
+    )

@@ -83,18 +83,8 @@ def generate() -> None:
         print(f"wrote {OUT / (name + '.pt')}")
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    from tools.hf_reference.envs import reference_spec, run_in_env
-
-    proc = run_in_env(reference_spec(), [__file__, "--in-env"], root=ROOT, timeout=600)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
-    raise SystemExit(proc.returncode)
-
-
 if __name__ == "__main__":
-    if "--in-env" in sys.argv:
-        generate()
-    else:
-        main()
+    sys.path.insert(0, str(ROOT))
+    from tools.baseline_reference.side_env import run_script
+
+    run_script(__file__, generate)

@@ -27,7 +27,7 @@ from mega_lra.training.launch import (
     launched_job,
     resume_if_requeueable,
 )
-from mega_lra.training.run_dir import RESULTS, RunDirError
+from mega_lra.training.run_dir import RunDirError, finished_record
 from tasks.errors import DataError
 
 register_resolvers()
@@ -51,7 +51,13 @@ def main(cfg: DictConfig) -> float | None:
         if is_multirun():
             raise  # this job fails; the sweep's other jobs still run
         sys.exit(1 if isinstance(err, NonFiniteLossError) else 2)
-    return results.get("best_val_accuracy")  # what sweepers maximise
+    # what sweepers maximise: validation accuracy; a pretraining run's masked accuracy, or its
+    # masked MAE negated
+    if "best_val_metric" in results:
+        value = results["best_val_metric"]
+        mode = (results.get("objective") or {}).get("loss")
+        return None if value is None else (-value if mode == "l1" else value)
+    return results.get("best_val_accuracy")
 
 
 def finished_run_dir(argv: list[str]) -> Path | None:
@@ -64,7 +70,7 @@ def finished_run_dir(argv: list[str]) -> Path | None:
     values = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     resume = values.get("resume", values.get("+resume", "false")).lower() in ("true", "1", "yes")
     run_dir = values.get("hydra.run.dir")
-    if resume and run_dir and (Path(run_dir) / RESULTS).is_file():
+    if resume and run_dir and finished_record(Path(run_dir)) is not None:
         return Path(run_dir)
     return None
 
@@ -72,6 +78,6 @@ def finished_run_dir(argv: list[str]) -> Path | None:
 if __name__ == "__main__":
     done = finished_run_dir(sys.argv[1:])
     if done is not None:
-        print(f"[mega-lra] {done} is finished ({RESULTS} exists); nothing to do")
+        print(f"[mega-lra] {done} is finished ({finished_record(done).name} exists); nothing to do")
         sys.exit(0)
     main()

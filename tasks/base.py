@@ -215,6 +215,9 @@ class Task:
     head: str = "pooled"
     source: str = "auto"
     num_proc: int = 2
+    # the share of the training split used (a nested subset, `tasks.datamodule.train_subset`);
+    # applied when loading, so it never changes the cache
+    train_fraction: float = 1.0
 
     # Class-level facts (not config): allowed values, checked in __post_init__.
     NUM_CLASSES: ClassVar[int] = 0
@@ -226,6 +229,13 @@ class Task:
     NOT_CACHED: ClassVar[tuple[str, ...]] = ("num_proc", "source")
     # Fields that only name the task (tables, plots): never part of the cache key.
     DESCRIPTIVE: ClassVar[tuple[str, ...]] = ("label", "benchmark", "column")
+    # Fields applied after the cache is loaded: never part of the cache key.
+    AFTER_CACHE: ClassVar[tuple[str, ...]] = ("train_fraction",)
+    # Self-pretraining defaults (mega_lra.pretraining.objectives): the masking rate of the
+    # masked objective, and the loss of pixel/audio inputs (l1: the normalised value; ce: the
+    # 256 grey levels).
+    SPT_MASK_RATE: ClassVar[float | None] = None
+    SPT_PIXEL_LOSS: ClassVar[str] = "l1"
 
     def __post_init__(self) -> None:
         def bad(key: str, value: Any, expected: str) -> DataError:
@@ -250,6 +260,8 @@ class Task:
             raise bad("source", self.source, "auto | files" + (" | generate" * self.HAS_GENERATOR))
         if self.num_proc < 1:
             raise bad("num_proc", self.num_proc, "an integer >= 1")
+        if isinstance(self.train_fraction, bool) or not 0 < self.train_fraction <= 1:
+            raise bad("train_fraction", self.train_fraction, "a number in (0, 1]")
 
     # ---- properties others read -------------------------------------------------------
     @property
@@ -313,7 +325,7 @@ class Task:
     # ---- shared machinery ----------------------------------------------------------------
     def cache_params(self) -> dict[str, Any]:
         """Every field that changes the cached data, plus the class and cache version."""
-        skip = (*self.NOT_CACHED, *self.DESCRIPTIVE)
+        skip = (*self.NOT_CACHED, *self.DESCRIPTIVE, *self.AFTER_CACHE)
         params = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         params["class"] = f"{type(self).__module__}.{type(self).__qualname__}"
         params["cache_version"] = CACHE_VERSION

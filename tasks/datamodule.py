@@ -12,6 +12,11 @@ across processes under DDP, and the loader's `state_dict()` (which Lightning sto
 checkpoint) holds the position in it, so a run resumed mid-epoch sees exactly the batches it
 would have seen, whatever else drew random numbers in between.
 
+With `row_index=True` (self-pretraining) every batch also carries `row_index` (B,): each row's
+index in its split, from which the pretraining masks are drawn. `task.train_fraction` < 1 keeps a
+nested subset of the training split (`train_subset`): a prefix of one fixed permutation, so the
+10% subset lies inside the 50% one; val and test are never subset.
+
 Under DDP the val/test loaders shard with Lightning's `UnrepeatedDistributedSampler` (rank r
 takes rows r, r + world, ...): every evaluation row is scored exactly once. Lightning's default
 `DistributedSampler` would pad the shards with repeated rows, so accuracies would count some
@@ -24,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Dataset
@@ -34,6 +40,17 @@ from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from tasks.base import Built, Paths, Task
 from tasks.collate import Collator
+
+SUBSET_SEED = 42  # the one permutation every train_fraction takes a prefix of
+
+
+def train_subset(rows: int, fraction: float) -> np.ndarray:
+    """Sorted indices of the `fraction` subset of `rows` training rows: the first
+    max(1, round(fraction * rows)) of one fixed permutation (nested across fractions)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"task.train_fraction={fraction}: expected a number in (0, 1]")
+    keep = max(1, round(fraction * rows))
+    return np.sort(np.random.RandomState(SUBSET_SEED).permutation(rows)[:keep])
 
 
 class ArrowSplit(torch.utils.data.Dataset):
@@ -52,6 +69,17 @@ class ArrowSplit(torch.utils.data.Dataset):
         return self.ds[list(indices)]
 
 
+class IndexedArrowSplit(ArrowSplit):
+    """An `ArrowSplit` whose tables also hold each row's index (`row_index`)."""
+
+    def __getitem__(self, index: int) -> pa.Table:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> pa.Table:
+        table = self.ds[list(indices)]
+        return table.append_column("row_index", pa.array(list(indices), type=pa.int64()))
+
+
 class _CollateAny:
     """Picklable wrapper: concatenates per-item tables, then calls the collator."""
 
@@ -61,7 +89,10 @@ class _CollateAny:
     def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
         if isinstance(batch, list) and batch and isinstance(batch[0], pa.Table):
             batch = pa.concat_tables(batch)
-        return self.collator(batch)
+        out = self.collator(batch)
+        if isinstance(batch, pa.Table) and "row_index" in batch.column_names:
+            out["row_index"] = torch.from_numpy(batch.column("row_index").to_numpy().copy())
+        return out
 
 
 def eval_sampler(dataset: ArrowSplit, replicas: int, rank: int) -> Sampler | None:
@@ -94,6 +125,7 @@ class LRADataModule(L.LightningDataModule):
         seed: int = 0,
         drop_last: bool = False,
         progress: bool = True,
+        row_index: bool = False,
     ) -> None:
         super().__init__()
         self.task = task
@@ -106,6 +138,7 @@ class LRADataModule(L.LightningDataModule):
         self.seed = seed
         self.drop_last = drop_last  # train loader only
         self.progress = progress
+        self.row_index = row_index
         self.built: Built | None = None
         self.collator: Collator | None = None
 
@@ -115,6 +148,10 @@ class LRADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.built is None:
             self.built = self.task.build(self.paths, progress=self.progress)
+            fraction = float(getattr(self.task, "train_fraction", 1.0))
+            if fraction != 1.0:
+                train = self.built.dataset["train"]
+                self.built.dataset["train"] = train.select(train_subset(len(train), fraction))
             self.collator = Collator.for_task(
                 self.task, self.built.manifest, self.pad_to_multiple_of
             )
@@ -129,7 +166,8 @@ class LRADataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.built is None:
             self.setup()
-        dataset = ArrowSplit(self.built.dataset[split])
+        split_class = IndexedArrowSplit if self.row_index else ArrowSplit
+        dataset = split_class(self.built.dataset[split])
         replicas, rank = self._replicas()
         if train:
             sampler = StatefulDistributedSampler(

@@ -126,6 +126,8 @@ class ImageTask(Task):
     NUM_CLASSES: ClassVar[int] = 10
     ALLOWED_KINDS: ClassVar[tuple[str, ...]] = ("pixels", "tokens")
     HUB_ID: ClassVar[str | None] = "uoft-cs/cifar10"
+    SPT_MASK_RATE: ClassVar[float | None] = 0.50
+    SPT_PIXEL_LOSS: ClassVar[str] = "l1"
     NOT_CACHED: ClassVar[tuple[str, ...]] = (
         "num_proc",
         "source",

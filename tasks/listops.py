@@ -96,6 +96,7 @@ class ListOpsTask(Task):
 
     NUM_CLASSES: ClassVar[int] = 10
     HAS_GENERATOR: ClassVar[bool] = True
+    SPT_MASK_RATE: ClassVar[float | None] = 0.10
 
     def __post_init__(self) -> None:
         self.gen_rows = {k: int(v) for k, v in dict(self.gen_rows).items()}

@@ -172,6 +172,8 @@ class PathfinderTask(Task):
     NUM_CLASSES: ClassVar[int] = 2
     ALLOWED_KINDS: ClassVar[tuple[str, ...]] = ("pixels", "tokens")
     HAS_GENERATOR: ClassVar[bool] = True
+    SPT_MASK_RATE: ClassVar[float | None] = 0.50
+    SPT_PIXEL_LOSS: ClassVar[str] = "ce"
     NOT_CACHED: ClassVar[tuple[str, ...]] = (
         "num_proc",
         "source",

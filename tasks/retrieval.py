@@ -104,6 +104,7 @@ class RetrievalTask(Task):
 
     NUM_CLASSES: ClassVar[int] = 2
     HEAD: ClassVar[str] = "retrieval"
+    SPT_MASK_RATE: ClassVar[float | None] = 0.15
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -246,6 +246,7 @@ class SCRawTask(Task):
 
     NUM_CLASSES: ClassVar[int] = 0  # 10 or 35: checked against task.classes below
     ALLOWED_KINDS: ClassVar[tuple[str, ...]] = ("audio",)
+    SPT_MASK_RATE: ClassVar[float | None] = 0.25
 
     def __post_init__(self) -> None:
         self._check_words()

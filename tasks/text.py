@@ -69,6 +69,7 @@ class TextTask(Task):
 
     NUM_CLASSES: ClassVar[int] = 2
     HUB_ID: ClassVar[str | None] = "stanfordnlp/imdb"
+    SPT_MASK_RATE: ClassVar[float | None] = 0.15
     NOT_CACHED: ClassVar[tuple[str, ...]] = ("num_proc", "source", "hub_cache_dir")
 
     def __post_init__(self) -> None:

@@ -16,8 +16,9 @@ Two classifier options serve other suites' recipes (the S4 ones, `lra_baselines.
 The backbone contract (DESIGN.md): a `torch.nn.Module` with `__init__(hidden_size, **fields)` (and a
 `max_length` parameter if it needs the task's length) and `forward(x, mask) -> y`, x (B, L, d)
 float, mask (B, L) bool with True = real token, y (B, L, d). Optional: `describe() -> dict`
-(what the model is, stored in results.json as `model_info`) and `pad_multiple` (lengths padded to
-a multiple of it).
+(what the model is, stored in results.json as `model_info`), `pad_multiple` (lengths padded to
+a multiple of it) and `causal` (True when the output at t depends only on positions <= t; the
+self-pretraining objective follows it).
 
 Batches are the dicts of `tasks.collate`: `input_ids` (B, L) or (B, 2, L) for tokens, `inputs`
 (B, L) float for pixels/audio, `attention_mask`, `lengths`.

@@ -63,6 +63,11 @@ class MegaBackbone(nn.Module):
         self.final_norm = SequenceNorm.from_config(config) if config.final_norm else None
         self.gradient_checkpointing = gradient_checkpointing
 
+    @property
+    def causal(self) -> bool:
+        """Output at t depends only on positions <= t: causal attention and a one-sided EMA."""
+        return bool(self.config.is_decoder) and not self.config.bidirectional
+
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {

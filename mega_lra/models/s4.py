@@ -168,6 +168,11 @@ class _S4Backbone(nn.Module):
             else None
         )
 
+    @property
+    def causal(self) -> bool:
+        """Output at t depends only on positions <= t: one-sided kernels (S4-v1 always)."""
+        return not self.bidirectional
+
     def make_kernel(self) -> nn.Module:  # pragma: no cover - each subclass has its own
         raise NotImplementedError
 

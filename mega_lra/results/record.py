@@ -13,6 +13,13 @@ refused.
 Versions: `schema_version` 2 (this one) added `schema_version` and `model_info`. A file without
 them (written before) is still read: its `model_info` is rebuilt from its top-level identity
 fields (those that are not null).
+
+Optional, in schema 2 files only where it applies: `spt`, the self-pretraining bookkeeping of a
+run fine-tuned from a pretraining run (`role: finetuned`: the pretraining run dir, checkpoint
+path and SHA-256, objective, masking rate, loss, its best validation metric, `pretrain_steps`,
+`finetune_steps`, `total_steps`, `train_fraction`) or of a from-scratch control
+(`role: compute_matched` or `from_scratch` with a step budget). A file without it is a plain
+run; readers that predate it ignore it.
 """
 
 from __future__ import annotations
@@ -108,6 +115,10 @@ SCHEMA_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an object of JSON values (the model's describe())",
     ),
     "test_checkpoint": (_optional(lambda v: isinstance(v, str)), "a file name or null"),
+    "spt": (
+        _optional(lambda v: isinstance(v, Mapping) and _is_json(v) and _is_name(v.get("role"))),
+        "null or an object of JSON values with a 'role' (self-pretraining bookkeeping)",
+    ),
 }
 
 
@@ -138,12 +149,15 @@ class Results:
     data_manifest: str | None
     model_info: dict[str, Any] = field(default_factory=dict)  # the classifier's describe()
     test_checkpoint: str | None = None  # file name of the checkpoint tested
+    spt: dict[str, Any] | None = None  # self-pretraining bookkeeping (absent: a plain run)
     schema_version: int = field(default=SCHEMA_VERSION, init=False)
 
     def __post_init__(self) -> None:
         self._validate("results")
         # a copy in the form the file holds (tuples as lists): the record reads back equal
         object.__setattr__(self, "model_info", json.loads(json.dumps(self.model_info)))
+        if self.spt is not None:
+            object.__setattr__(self, "spt", json.loads(json.dumps(self.spt)))
 
     def _validate(self, where: str) -> None:
         _check("model_info", self.model_info, where, SCHEMA_CHECKS)
@@ -152,6 +166,7 @@ class Results:
                 key, getattr(self, key), f"{where}: model_info" if key in IDENTITY_FIELDS else where
             )
         _check("test_checkpoint", self.test_checkpoint, where, SCHEMA_CHECKS)
+        _check("spt", self.spt, where, SCHEMA_CHECKS)
 
     # identity fields: from model_info, None where the model lacks them (never a default)
     @property
@@ -177,6 +192,8 @@ class Results:
         out.update((key, getattr(self, key)) for key in REQUIRED_KEYS)
         out["model_info"] = dict(self.model_info)
         out["test_checkpoint"] = self.test_checkpoint
+        if self.spt is not None:
+            out["spt"] = dict(self.spt)
         return out
 
     def write(self, run_dir: Path) -> Path:
@@ -226,7 +243,9 @@ class Results:
         if values["best_val_accuracy"] is not None:
             values["best_val_accuracy"] = float(values["best_val_accuracy"])
         values["test_accuracy"] = float(values["test_accuracy"])
-        return cls(**values, model_info=info, test_checkpoint=test_checkpoint)
+        spt = data.get("spt")
+        _check("spt", spt, where, SCHEMA_CHECKS)
+        return cls(**values, model_info=info, test_checkpoint=test_checkpoint, spt=spt)
 
 
 def load_json(path: Path) -> Any:

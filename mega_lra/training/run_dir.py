@@ -50,15 +50,54 @@ NOT_IN_GROUP_NESTED = {
     ),
 }
 # ... replaced by what they decide together: the batch of one optimiser update.
+# Options that leave a run as it was when they hold these values (conf/train.yaml, the task
+# files): left out of the group then, so a run without them hashes as before they existed.
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "stage": "finetune",
+    "pretrained": None,
+    "spt": {
+        "objective": "auto",
+        "mask_rate": None,
+        "pixel_loss": None,
+        "eval_mask_seed": 0,
+        "span_length": None,
+        "random_init_std": None,
+        "budget_steps": None,
+        "pretrain_share": None,
+        "match_steps_of": None,
+        "pretrain_steps": None,
+        "pretrain_lr": None,
+        "compare_matched": False,
+    },
+}
+OPTIONAL_TASK_DEFAULTS: dict[str, Any] = {"train_fraction": 1.0}
+# Options added to a node after runs with it existed: left out of that node's part of the group
+# while they hold these values, so those runs (a pretraining run's filled-in `spt`) hash as before.
+OPTIONAL_NESTED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "spt": {"span_length": None, "random_init_std": None},
+}
 
 
 class RunDirError(RuntimeError):
     """The run dir cannot be used as asked (it holds results, or checkpoints without resume)."""
 
 
+PRETRAIN_RESULTS = "pretrain.json"  # what a stage=pretrain run leaves instead of results.json
+
+
+def finished_record(run_dir: Path) -> Path | None:
+    """The file that marks a run dir finished: results.json, or a pretraining run's
+    pretrain.json; None while unfinished."""
+    for name in (RESULTS, PRETRAIN_RESULTS):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
 def run_state(run_dir: Path, resume: bool) -> str:
     """'fresh' (start), 'resume' (continue from last.ckpt) or 'finished' (nothing to do)."""
-    finished = (run_dir / RESULTS).is_file()
+    done = finished_record(run_dir)
+    finished = done is not None
     has_ckpt = (run_dir / LAST).is_file() or (run_dir / BEST).is_file()
     if resume:
         if finished:
@@ -66,7 +105,7 @@ def run_state(run_dir: Path, resume: bool) -> str:
         return "resume" if (run_dir / LAST).is_file() else "fresh"
     if finished:
         raise RunDirError(
-            f"{run_dir} already holds {RESULTS} from a finished run; refusing to overwrite it. "
+            f"{run_dir} already holds {done.name} from a finished run; refusing to overwrite it. "
             "Use a new run dir (omit hydra.run.dir for a fresh timestamped one), or resume=true "
             "to leave the finished run as it is"
         )
@@ -98,11 +137,30 @@ def update_batch(config: Mapping[str, Any]) -> int | None:
     return batch * world_size(trainer) * int(trainer.get("accumulate_grad_batches") or 1)
 
 
+def _without_nested_defaults(key: str, value: Any) -> Any:
+    """A node without its `OPTIONAL_NESTED_DEFAULTS` options that hold their defaults."""
+    defaults = OPTIONAL_NESTED_DEFAULTS.get(key)
+    if not defaults or not isinstance(value, Mapping):
+        return value
+    return {k: v for k, v in value.items() if not (k in defaults and v == defaults[k])}
+
+
 def _group_part(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config without seed, paths and bookkeeping (`NOT_IN_GROUP`), with the
     batch, device count and accumulation replaced by the batch of one update: the same recipe
     on 1 GPU or on 8 is one group."""
-    core = {k: v for k, v in config.items() if k not in NOT_IN_GROUP}
+    core = {k: _without_nested_defaults(k, v) for k, v in config.items() if k not in NOT_IN_GROUP}
+    core = {
+        k: v
+        for k, v in core.items()
+        if not (k in OPTIONAL_DEFAULTS and v == _without_nested_defaults(k, OPTIONAL_DEFAULTS[k]))
+    }
+    if isinstance(core.get("task"), Mapping):
+        core["task"] = {
+            k: v
+            for k, v in core["task"].items()
+            if not (k in OPTIONAL_TASK_DEFAULTS and v == OPTIONAL_TASK_DEFAULTS[k])
+        }
     for key, drop in NOT_IN_GROUP_NESTED.items():
         if isinstance(core.get(key), Mapping):
             core[key] = {k: v for k, v in core[key].items() if k not in drop}

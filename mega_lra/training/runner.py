@@ -22,6 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from mega_lra.atomic_files import write_json, write_text
 from mega_lra.models import build_classifier, count_parameters
+from mega_lra.pretraining.model import PretrainModel, random_init
+from mega_lra.pretraining.module import PretrainModule
+from mega_lra.pretraining.objectives import resolve_objective
+from mega_lra.pretraining.record import write_pretrain_record
+from mega_lra.pretraining.stages import (
+    apply_step_options,
+    configure_pretrain,
+    group_view,
+    random_init_std,
+    run_compare,
+    spt_node,
+    stage_of,
+)
+from mega_lra.pretraining.transfer import load_pretrained, model_facts, read_pretrained
 from mega_lra.results.record import Results
 from mega_lra.training.checkpoint_files import AtomicCheckpointIO, load_checkpoint
 from mega_lra.training.distributed import cluster_plugins, prepare_model_for_processes
@@ -32,6 +46,7 @@ from mega_lra.training.run_dir import (
     LAST,
     RESULTS,
     RunDirError,
+    finished_record,
     git_sha,
     group_differences,
     group_hash,
@@ -59,9 +74,16 @@ def choices_of(cfg: DictConfig) -> dict[str, str | None]:
 
 
 def build(cfg: DictConfig, *, progress: bool = True) -> Setup:
-    """Task, classifier and data module of a config; the data is prepared (or found cached)."""
+    """Task, classifier (a `PretrainModel` around it for `stage=pretrain`) and data module of a
+    config; the data is prepared (or found cached)."""
     task = instantiate(cfg.task)
     model = build_classifier(cfg.model, task)
+    pretrain = stage_of(cfg) == "pretrain"
+    if pretrain:
+        model = PretrainModel(model, resolve_objective(spt_node(cfg), task, model.backbone))
+    std = random_init_std(cfg)
+    if std is not None:  # the random-init ablation: before any pretrained weights are loaded
+        random_init(model, std)
     loader = OmegaConf.to_container(cfg.loader, resolve=True)
     datamodule = LRADataModule(
         task,
@@ -69,6 +91,7 @@ def build(cfg: DictConfig, *, progress: bool = True) -> Setup:
         pad_to_multiple_of=getattr(model, "pad_multiple", 0),
         seed=int(cfg.seed),
         progress=progress,
+        row_index=pretrain,
         **loader,
     )
     datamodule.prepare_data()
@@ -152,13 +175,27 @@ def label_fractions(manifest: Mapping[str, Any], split: str) -> tuple[float, flo
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, validate and test one run into `cfg.run_dir`; returns `results.json`'s content."""
+    """Fit, validate and test one run into `cfg.run_dir`; returns `results.json`'s content
+    (`pretrain.json`'s for `stage=pretrain`; `comparison.json`'s for `stage=compare`)."""
+    stage = stage_of(cfg)
+    if stage == "compare":
+        return run_compare(cfg, train)
     run_dir = Path(cfg.run_dir)
     state = run_state(run_dir, bool(cfg.resume))
     if state == "finished":
-        print(f"[mega-lra] {run_dir} is finished ({RESULTS} exists); nothing to do")
-        return read_results(run_dir).to_dict()
+        done = finished_record(run_dir)
+        print(f"[mega-lra] {run_dir} is finished ({done.name} exists); nothing to do")
+        if done.name == RESULTS:
+            return read_results(run_dir).to_dict()
+        import json
 
+        return json.loads(done.read_text())
+
+    random_init_std(cfg)  # refuse a wrong value before the run dir is touched
+    step_info = apply_step_options(cfg, stage)
+    if stage == "pretrain":
+        configure_pretrain(cfg)
+    pretrained = read_pretrained(cfg.pretrained) if cfg.get("pretrained") else None
     apply_effective_batch(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if state == "resume" and (run_dir / CONFIG).is_file():
@@ -173,20 +210,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if state == "fresh":
         write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    group = group_hash(resolved)
+    group = group_hash(group_view(resolved, pretrained.group if pretrained else None))
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     setup = build(cfg, progress=bool(cfg.get("progress", True)))
     built = setup.datamodule.built
-    total_steps = derive_total_steps(cfg, built.manifest["splits"]["train"]["rows"])
-    module = LRAModule(
-        setup.model,
-        instantiate(cfg.optim),
-        instantiate(cfg.sched) if cfg.get("sched") else None,
-        num_classes=setup.task.num_classes,
-        total_steps=total_steps,
-        run_config=resolved,
-    )
+    total_steps = derive_total_steps(cfg, len(built.dataset["train"]))
+    spt_record = None
+    if stage == "pretrain":
+        module: LRAModule = PretrainModule(
+            setup.model,
+            instantiate(cfg.optim),
+            instantiate(cfg.sched) if cfg.get("sched") else None,
+            objective=setup.model.objective,
+            seed=int(cfg.seed),
+            eval_mask_seed=int(spt_node(cfg).get("eval_mask_seed") or 0),
+            normalization=built.manifest.get("normalization"),
+            total_steps=total_steps,
+            run_config=resolved,
+            spt_info={
+                "model": model_facts(setup.model),
+                "group": group,
+                "task": setup.task.name,
+                "data_manifest": built.manifest_sha256,
+                "train_fraction": float(setup.task.train_fraction),
+                "seed": int(cfg.seed),
+            },
+        )
+    else:
+        module = LRAModule(
+            setup.model,
+            instantiate(cfg.optim),
+            instantiate(cfg.sched) if cfg.get("sched") else None,
+            num_classes=setup.task.num_classes,
+            total_steps=total_steps,
+            run_config=resolved,
+        )
+        if pretrained is not None:  # weights only, and only into a fresh run (resume restores)
+            spt_record = load_pretrained(
+                setup.model, pretrained, data_manifest=built.manifest_sha256, copy=state == "fresh"
+            )
+        if step_info or spt_record:
+            spt_record = {**(spt_record or {"role": "from_scratch"}), **step_info}
+            spt_record["train_fraction"] = float(setup.task.train_fraction)
 
     resume_step = None
     ckpt_path = cfg.get("ckpt_path")
@@ -235,8 +301,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     finally:
         _finish_wandb()
-    test_accuracy = float(tested[0]["test/acc"]) if tested else None
     choices = choices_of(cfg)
+    if stage == "pretrain":
+        return _pretrain_results(cfg, trainer, module, setup, tested, test_ckpt, info, run_dir)
+    test_accuracy = float(tested[0]["test/acc"]) if tested else None
+    if spt_record is not None:
+        steps = int(trainer.global_step)
+        before = int(spt_record.get("pretrain_steps") or 0)
+        spt_record.update(finetune_steps=steps, total_steps=before + steps)
     record = Results(
         task=choices["task"] or setup.task.name,
         model=choices["model"] or setup.model.label,
@@ -254,12 +326,60 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data_manifest=data_hash,
         model_info=setup.model.describe(),
         test_checkpoint=None if test_ckpt is None else Path(test_ckpt).name,
+        spt=spt_record,
     )
     results = record.to_dict()
     if trainer.is_global_zero:
         record.write(run_dir)
         print(summary(results, built.manifest, run_dir))
     return results
+
+
+def _pretrain_results(cfg, trainer, module, setup, tested, test_ckpt, info, run_dir) -> dict:
+    """Writes a pretraining run's `pretrain.json` and prints its summary; returns its content."""
+    objective = module.objective
+    metric = f"test/{objective.metric}"
+    choices = choices_of(cfg)
+    record = {
+        "task": choices["task"] or setup.task.name,
+        "model": choices["model"] or setup.model.label,
+        "experiment": choices["experiment"],
+        "seed": int(cfg.seed),
+        "group": info["group"],
+        "objective": objective.to_dict(),
+        "monitor": objective.monitor,
+        "best_val_metric": module.best_val_metric,
+        "test_metric": float(tested[0][metric]) if tested else None,
+        "steps": int(trainer.global_step),
+        "train_seconds": round(module.train_seconds, 3),
+        "params": info["params"],
+        "train_fraction": float(setup.task.train_fraction),
+        "git_sha": info["git_sha"],
+        "data_source": info["data_source"],
+        "data_manifest": info["data_manifest"],
+        "model_info": setup.model.describe(),
+        "best_checkpoint": None if test_ckpt is None else Path(test_ckpt).name,
+    }
+    if trainer.is_global_zero:
+        write_pretrain_record(run_dir, record)
+        name = objective.metric
+        value = record["test_metric"]
+        print(
+            "\n".join(
+                [
+                    "",
+                    f"== mega-lra self-pretraining: {record['experiment'] or record['task']} "
+                    f"{record['model']} (seed {record['seed']}, data: {record['data_source']}) ==",
+                    f"  objective {objective.kind} ({objective.target}, loss {objective.loss}"
+                    + (f", mask rate {objective.rate}" if objective.rate else "")
+                    + ")",
+                    f"  best val {name} {module.best_val_metric}   test {name} {value}",
+                    f"  steps {record['steps']}, fit time {record['train_seconds'] / 60:.1f} min",
+                    f"  run dir {run_dir}  (fine-tune with pretrained={run_dir})",
+                ]
+            )
+        )
+    return record
 
 
 def _finish_wandb() -> None:
@@ -310,6 +430,12 @@ def evaluate(
         raise ValueError(f"split={split!r}: expected train, val or test")
     checkpoint = load_checkpoint(ckpt_path)
     saved = (checkpoint.get("mega_lra") or {}).get("config")
+    if "spt" in checkpoint:
+        raise ValueError(
+            f"{ckpt_path}: a self-pretraining checkpoint (stage=pretrain); its masked metric on "
+            "val and test is in its run dir's pretrain.json. Evaluate a fine-tuned checkpoint, "
+            "or fine-tune from this one with pretrained=<its run dir>"
+        )
     if not saved:
         raise ValueError(f"{ckpt_path}: not a mega-lra training checkpoint (no saved config)")
     check_override_keys(saved, overrides, ckpt_path)
